@@ -1,0 +1,141 @@
+"""The run directory: ``runs/<run_id>/`` with config, events, metrics and checkpoints.
+
+Layout::
+
+    config.json         resolved, validated config (what --resume reads back)
+    manifest.json       recipe, workflow fingerprint, adapters, status, timings
+    events.jsonl        telemetry events
+    metrics.jsonl       one line per metrics.log call
+    checkpoints.jsonl   index of complete checkpoints (the commit point of a checkpoint)
+    checkpoints/<name>/ run state, RNG state and port state of each checkpoint
+
+A checkpoint counts only once its line is in ``checkpoints.jsonl``; that file is rewritten
+atomically after everything the checkpoint needs is on disk, so ``kill -9`` at any moment
+leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from kitchen.errors import CheckpointError, UsageError
+from kitchen.io import atomic_write_json, read_json, read_jsonl, rewrite_jsonl
+
+
+def new_run_id(prefix: str = "run") -> str:
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
+
+
+class RunDir:
+    """A run's directory on local disk."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # -- construction --------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike[str]) -> RunDir:
+        """Create a fresh run directory; refuse to reuse one that already holds a run."""
+        rd = cls(root)
+        if rd.manifest_path.exists():
+            raise UsageError(
+                f"run directory {rd.root} already holds a run; pass --resume {rd.root} to "
+                "continue it, or choose another --run-dir"
+            )
+        rd.root.mkdir(parents=True, exist_ok=True)
+        rd.checkpoints_dir.mkdir(exist_ok=True)
+        return rd
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> RunDir:
+        """Open an existing run directory (for resume, report, export)."""
+        rd = cls(root)
+        if not rd.config_path.exists():
+            raise UsageError(
+                f"{rd.root} is not a kitchen run directory (no config.json); "
+                "pass the directory a previous `kitchen run` wrote"
+            )
+        return rd
+
+    # -- paths ---------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def events_path(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def checkpoints_index(self) -> Path:
+        return self.root / "checkpoints.jsonl"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    # -- config & manifest ---------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.config_path, config)
+
+    def read_config(self) -> dict[str, Any]:
+        data = read_json(self.config_path)
+        if not isinstance(data, dict):
+            raise UsageError(f"{self.config_path}: expected a JSON object")
+        return data
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {}
+        data = read_json(self.manifest_path)
+        return data if isinstance(data, dict) else {}
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        manifest = self.read_manifest()
+        manifest.update(fields)
+        atomic_write_json(self.manifest_path, manifest)
+        return manifest
+
+    # -- checkpoints ---------------------------------------------------------------
+    def checkpoints(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.checkpoints_index)
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        records = self.checkpoints()
+        return records[-1] if records else None
+
+    def add_checkpoint(self, record: dict[str, Any]) -> None:
+        """Commit a checkpoint by (atomically) adding its line to the index."""
+        rewrite_jsonl(self.checkpoints_index, [*self.checkpoints(), record])
+
+    def checkpoint_path(self, name: str) -> Path:
+        if "/" in name or name in ("", ".", ".."):
+            raise CheckpointError(f"invalid checkpoint name {name!r}")
+        return self.checkpoints_dir / name
+
+    # -- metrics -------------------------------------------------------------------
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics_path)
+
+    def truncate_metrics(self, count: int) -> None:
+        """Keep the first ``count`` metric records (drop those logged after a checkpoint)."""
+        records = self.metrics()
+        if len(records) > count:
+            rewrite_jsonl(self.metrics_path, records[:count])
