@@ -1,0 +1,5 @@
+import sys
+
+from kitchen.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,100 @@
+"""The composition root: the one place adapter names become port instances.
+
+``build_ports("noop" | "hf" | "remote", config, run)`` imports the adapter family lazily,
+so ``import kitchen`` and ``kitchen --help`` never import torch or the tinker SDK. A missing
+extra becomes :class:`~kitchen.errors.AdapterUnavailable` with the ``pip install`` hint.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from kitchen.errors import AdapterUnavailable, UsageError
+from kitchen.ports.bundle import Ports
+from kitchen.rundir import RunDir
+
+ADAPTERS = ("noop", "hf", "remote")
+
+_EXTRA_HINT = {
+    "hf": "pip install 'kitchen[hf]' -c constraints.txt",
+    "remote": "pip install 'kitchen[remote]'",
+}
+
+
+def _import(module: str, family: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise AdapterUnavailable(
+            f"adapter {family!r} needs an optional dependency that is not installed "
+            f"({exc.name or exc}); install it with: {_EXTRA_HINT.get(family, 'pip install kitchen')}"
+        ) from None
+
+
+def _metrics_stores(run: RunDir | None) -> list[Any]:
+    if run is None:
+        return []
+    from kitchen.adapters.metrics.jsonl import JsonlMetricsStore
+
+    return [JsonlMetricsStore(run.metrics_path)]
+
+
+def _model_spec(config: Any) -> dict[str, Any]:
+    spec = getattr(config, "model", None)
+    return dict(spec or {})
+
+
+def _noop(config: Any, run: RunDir | None) -> Ports:
+    noop = _import("kitchen.adapters.noop", "noop")
+    spec = _model_spec(config)
+    seed = int(getattr(config, "seed", 0) or 0)
+    vocab = int(spec.get("vocab_size", 512))
+    state_dir = str(run.checkpoints_dir) if run is not None else None
+    training = noop.NoopTrainingClient(
+        model_name=str(spec.get("name", "noop-tiny")), vocab_size=vocab, seed=seed, state_dir=state_dir
+    )
+    return Ports(
+        training=training,
+        sampling=noop.NoopSamplingClient(vocab_size=vocab, seed=seed),
+        dataset=noop.NoopDatasetStore(),
+        blob=noop.NoopBlobStore(),
+        hub=noop.NoopHubClient(),
+        metrics=noop.NoopMetricsStore(),
+        tokenizer=noop.NoopTokenizer(vocab_size=vocab),
+    )
+
+
+def _hf(config: Any, run: RunDir | None) -> Ports:
+    wiring = _import("kitchen.adapters.hf.wiring", "hf")
+    return wiring.build_ports(config, run)  # type: ignore[no-any-return]
+
+
+def _remote(config: Any, run: RunDir | None) -> Ports:
+    wiring = _import("kitchen.adapters.remote.wiring", "remote")
+    return wiring.build_ports(config, run)  # type: ignore[no-any-return]
+
+
+_FACTORIES: dict[str, Callable[[Any, RunDir | None], Ports]] = {
+    "noop": _noop,
+    "hf": _hf,
+    "remote": _remote,
+}
+
+
+def build_ports(adapters: str, config: Any = None, run: RunDir | None = None) -> Ports:
+    """Wire the ports of an adapter family for ``config``; metrics also go to the run dir."""
+    factory = _FACTORIES.get(adapters)
+    if factory is None:
+        raise UsageError(f"unknown adapters {adapters!r}; choose one of: {', '.join(ADAPTERS)}")
+    ports = factory(config, run)
+    return ports
+
+
+def metrics_stores(ports: Ports, run: RunDir | None) -> list[Any]:
+    """The stores ``ctx.metrics`` writes to: the run's metrics.jsonl plus the metrics port."""
+    stores = _metrics_stores(run)
+    if ports.metrics is not None:
+        stores.append(ports.metrics)
+    return stores

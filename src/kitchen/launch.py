@@ -1,0 +1,122 @@
+"""Running a recipe end to end: config, run directory, ports, telemetry, resume."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kitchen import __version__
+from kitchen.bootstrap import build_ports, metrics_stores
+from kitchen.context import Context
+from kitchen.dsl.render import fingerprint
+from kitchen.errors import UsageError
+from kitchen.metrics import MetricsRecorder
+from kitchen.recipes.recipe import Recipe
+from kitchen.rundir import RunDir, new_run_id
+from kitchen.runner.runner import ResumePoint, Runner
+from kitchen.telemetry.events import JsonlEventSink, Telemetry
+
+
+@dataclass
+class RunResult:
+    run_dir: RunDir
+    context: Context
+    resumed_from: str | None
+
+
+def _resume_point(run: RunDir) -> ResumePoint | None:
+    record = run.latest_checkpoint()
+    if record is None:
+        return None
+    position = [(str(n), None if i is None else int(i)) for n, i in record["position"]]
+    return ResumePoint(position=position, record=record)
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    adapters: str = "noop",
+    config: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: Any = None,
+    stage_events: bool = True,
+) -> RunResult:
+    """Run ``recipe`` on ``adapters`` and return its run directory and final Context.
+
+    With ``resume`` the run continues in that directory from its latest checkpoint (or
+    from the start if it has none), with the config it was started with.
+    """
+    if resume is not None:
+        if overrides or config:
+            raise UsageError(
+                "--set/config cannot be combined with --resume: a resumed run keeps the "
+                "config it started with (see its config.json)"
+            )
+        run = RunDir.open(resume)
+        manifest = run.read_manifest()
+        if manifest.get("recipe") not in (None, recipe.name):
+            raise UsageError(
+                f"{run.root} was started with recipe {manifest.get('recipe')!r}, not {recipe.name!r}"
+            )
+        adapters = manifest.get("adapters", adapters)
+        cfg = recipe.config(run.read_config())
+        point = _resume_point(run)
+        if point is None:
+            run.truncate_metrics(0)
+    else:
+        base = dict(recipe.adapter_defaults.get(adapters, {}))
+        base.update(config or {})
+        cfg = recipe.config(base, overrides)
+        run = RunDir.create(run_dir or Path("runs") / new_run_id(recipe.name))
+        run.write_config(cfg.model_dump(mode="json"))
+        point = None
+
+    wf = recipe.workflow(cfg)
+    ports = build_ports(adapters, cfg, run)
+    run_id = run.root.name
+    telemetry = Telemetry(run_id, [JsonlEventSink(run.events_path)], stage_events=stage_events)
+    metrics = MetricsRecorder(metrics_stores(ports, run))
+    metrics.count = len(run.metrics())
+    ctx = Context(cfg, ports, metrics=metrics, run=run, telemetry=telemetry)
+    run.update_manifest(
+        run_id=run_id,
+        recipe=recipe.name,
+        adapters=adapters,
+        workflow=wf.name,
+        workflow_fingerprint=fingerprint(wf),
+        kitchen_version=__version__,
+        status="running",
+        started_at=run.read_manifest().get("started_at", time.time()),
+        resumed_at=time.time() if resume is not None else None,
+    )
+    runner = Runner(telemetry=telemetry, progress=progress)
+    try:
+        runner.run(wf, ctx, resume=point)
+    except BaseException as exc:
+        run.update_manifest(status="failed", error=str(exc), ended_at=time.time())
+        raise
+    finally:
+        metrics.flush()
+        telemetry.close()
+    run.update_manifest(
+        status="completed", ended_at=time.time(), final_state=_jsonable_state(ctx.state)
+    )
+    return RunResult(run, ctx, point.record["name"] if point else None)
+
+
+def _jsonable_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    import json
+
+    out = {}
+    for k, v in state.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            v = repr(v)
+        out[k] = v
+    return out
