@@ -6,10 +6,9 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from kitchen.metrics import MetricsRecorder
 from kitchen.ports.bundle import Ports
+from kitchen.telemetry.logging import default_logger
 
 if TYPE_CHECKING:
     from kitchen.rundir import RunDir
@@ -65,7 +64,7 @@ class Context:
         self.frames: list[LoopFrame] = []
         #: Runtime position as (node name, loop index or branch) segments; checkpoints save it.
         self.position: list[tuple[str, int | None]] = []
-        self.log = structlog.get_logger("kitchen")
+        self.log = default_logger()
 
     # -- loop position -------------------------------------------------------------
     def frame(self, loop_name: str) -> LoopFrame:

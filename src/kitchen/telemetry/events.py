@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import structlog
 from opentelemetry import trace
+
+from kitchen.telemetry.logging import default_logger
 
 
 class EventSink(Protocol):
@@ -36,11 +37,13 @@ class JsonlEventSink:
         self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._lock = threading.Lock()
 
+    _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
     def emit(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, default=str, separators=(",", ":"))
+        line = self._encode(record) + "\n"
         with self._lock:
             if self._fh is not None:
-                self._fh.write(line + "\n")
+                self._fh.write(line)
 
     def flush(self) -> None:
         with self._lock:
@@ -91,7 +94,7 @@ class Telemetry:
         self.run_id = run_id
         self.sinks = list(sinks or [])
         self.stage_events = stage_events
-        self.log = structlog.get_logger("kitchen").bind(run_id=run_id)
+        self.log = default_logger().bind(run_id=run_id)
         self.tracer = trace.get_tracer("kitchen")
         self.spans = otel_enabled()
 

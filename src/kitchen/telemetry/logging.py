@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
+
+
+def default_logger(name: str = "kitchen") -> Any:
+    """kitchen's logger: the app's structlog setup if it has one, else warnings+ to stderr.
+
+    Libraries should not configure logging globally, but structlog's unconfigured default
+    prints every level; this keeps kitchen quiet (and debug calls near free) until the
+    application, or the kitchen CLI via :func:`configure_logging`, decides otherwise.
+    """
+    if structlog.is_configured():
+        return structlog.get_logger(name)
+    return structlog.wrap_logger(
+        structlog.PrintLogger(file=sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    )
 
 
 def configure_logging(level: str = "info", *, json: bool = False) -> None:

@@ -1,0 +1,42 @@
+# Two entry points, both self-contained on a fresh machine:
+#   make quickstart  - create .venv, install kitchen[hf] (CPU torch), train the bundled recipe
+#   make test        - create .venv, install everything the tests need, run the test suite
+# torch is pinned in constraints.txt (CPU build; see that file for why).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+CONSTRAINTS := -c constraints.txt
+EXTRAS_MAIN := hf
+EXTRAS_TEST := hf,dev,server,remote,tensorboard,mlflow,otel
+
+.PHONY: quickstart test lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel >/dev/null
+
+$(VENV)/.main-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install $(CONSTRAINTS) -e ".[$(EXTRAS_MAIN)]"
+	touch $@
+
+$(VENV)/.test-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install $(CONSTRAINTS) -e ".[$(EXTRAS_TEST)]"
+	touch $@ $(VENV)/.main-installed
+
+quickstart: $(VENV)/.main-installed
+	$(BIN)/kitchen run quickstart --adapters hf
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/mypy
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/runner_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
