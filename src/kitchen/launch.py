@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kitchen import __version__
-from kitchen.bootstrap import build_ports, metrics_stores
+from kitchen.bootstrap import ADAPTERS, build_ports, metrics_stores
 from kitchen.context import Context
 from kitchen.dsl.render import fingerprint
 from kitchen.errors import UsageError
@@ -51,6 +51,8 @@ def run_recipe(
     With ``resume`` the run continues in that directory from its latest checkpoint (or
     from the start if it has none), with the config it was started with.
     """
+    if adapters not in ADAPTERS:
+        raise UsageError(f"unknown adapters {adapters!r}; choose one of: {', '.join(ADAPTERS)}")
     if resume is not None:
         if overrides or config:
             raise UsageError(

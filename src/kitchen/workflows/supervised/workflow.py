@@ -11,15 +11,25 @@ step, so step N+1 is queued on the backend before step N is awaited.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kitchen.checkpoint import Checkpoint
 from kitchen.dsl import conditional, loop, stage, workflow
-from kitchen.dsl.nodes import Workflow
+from kitchen.dsl.nodes import Node, Workflow
 from kitchen.workflows.supervised import stages as s
 
 
-def supervised_workflow(config: object = None) -> Workflow:
+def supervised_workflow(
+    config: object = None,
+    *,
+    name: str = "supervised",
+    setup: Sequence[Node] = (),
+    finish: Sequence[Node] = (),
+) -> Workflow:
+    """The workflow; ``setup`` nodes run first (e.g. train a tokenizer), ``finish`` last."""
     return workflow(
-        "supervised",
+        name,
+        *setup,
         stage(s.load_dataset, replay=True, outputs=["num_train", "num_eval"]),
         stage(s.init_session, replay=True),
         loop(
@@ -45,5 +55,6 @@ def supervised_workflow(config: object = None) -> Workflow:
             progress=True,
         ),
         stage(s.save_final),
+        *finish,
         description="Supervised fine-tuning with pipelined forward_backward/optim_step futures.",
     )
