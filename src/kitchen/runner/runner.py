@@ -170,6 +170,7 @@ class Runner:
         if tel.stage_events:
             tel.event("stage_start", path=path)
         with tel.span(path, path=path, stage=node.name) as span:
+            logged_before = ctx.metrics.count
             try:
                 out = node.fn(ctx, **node.params) if node.params else node.fn(ctx)
             except BaseException as exc:
@@ -178,7 +179,8 @@ class Runner:
                 self._fail(node, ctx, path, exc)
             if out is not None:
                 ctx.state.update(out)
-            if span is not None and ctx.metrics.last:
+            if span is not None and ctx.metrics.count != logged_before:
+                # Only metrics this stage logged become span attributes.
                 for k, v in ctx.metrics.last.items():
                     span.set_attribute(f"kitchen.metric.{k}", v)
         if tel.stage_events:

@@ -90,13 +90,18 @@ class Telemetry:
         sinks: list[EventSink] | None = None,
         *,
         stage_events: bool = True,
+        tracer_provider: Any = None,
     ) -> None:
         self.run_id = run_id
         self.sinks = list(sinks or [])
         self.stage_events = stage_events
         self.log = default_logger().bind(run_id=run_id)
-        self.tracer = trace.get_tracer("kitchen")
-        self.spans = otel_enabled()
+        if tracer_provider is not None:
+            self.tracer = tracer_provider.get_tracer("kitchen")
+            self.spans = True
+        else:
+            self.tracer = trace.get_tracer("kitchen")
+            self.spans = otel_enabled()
 
     def event(self, name: str, level: str = "debug", **fields: Any) -> None:
         record = {"event": name, "time": time.time(), "run_id": self.run_id, **fields}
