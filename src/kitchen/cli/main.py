@@ -153,7 +153,12 @@ _EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 def _register_optional_commands() -> None:
     import importlib
 
-    for module in ("kitchen.cli.report", "kitchen.cli.export", "kitchen.cli.serve"):
+    for module in (
+        "kitchen.cli.report",
+        "kitchen.cli.export",
+        "kitchen.cli.serve",
+        "kitchen.cli.push",
+    ):
         try:
             mod = importlib.import_module(module)
         except ImportError:
