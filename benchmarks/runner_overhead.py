@@ -105,10 +105,18 @@ def main() -> None:
     table.add_column("ratio vs plain", justify="right")
     table.add_row("plain Python loop", f"{p:.4f}", f"{per_call_plain:.3f}", "-", "1.00")
     table.add_row(
-        "kitchen (telemetry off)", f"{q:.4f}", f"{q / calls * 1e6:.3f}", f"{overhead_quiet:.3f}", f"{q / p:.2f}"
+        "kitchen (telemetry off)",
+        f"{q:.4f}",
+        f"{q / calls * 1e6:.3f}",
+        f"{overhead_quiet:.3f}",
+        f"{q / p:.2f}",
     )
     table.add_row(
-        "kitchen (stage events)", f"{lo:.4f}", f"{lo / calls * 1e6:.3f}", f"{overhead_loud:.3f}", f"{lo / p:.2f}"
+        "kitchen (stage events)",
+        f"{lo:.4f}",
+        f"{lo / calls * 1e6:.3f}",
+        f"{overhead_loud:.3f}",
+        f"{lo / p:.2f}",
     )
 
     prefect_us = None
@@ -142,7 +150,9 @@ def main() -> None:
         print(f"prefect: not measured ({type(exc).__name__}: {exc})", file=sys.stderr)
 
     Console().print(table)
-    print(f"python {sys.version.split()[0]}, median kitchen (off) {statistics.median(t_quiet):.4f}s")
+    print(
+        f"python {sys.version.split()[0]}, median kitchen (off) {statistics.median(t_quiet):.4f}s"
+    )
     extra = f" prefect_task_us={prefect_us:.1f}" if prefect_us is not None else ""
     print(
         f"RESULT overhead_per_stage_us={overhead_quiet:.3f} "

@@ -14,9 +14,11 @@ from kitchen.workflows.supervised import SupervisedConfig
 
 keys = st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True), min_size=1, max_size=3)
 scalars = st.one_of(
-    st.integers(-10**6, 10**6),
+    st.integers(-(10**6), 10**6),
     st.booleans(),
-    st.floats(allow_nan=False, allow_infinity=False, width=32).filter(lambda f: abs(f) > 1e-3 or f == 0),
+    st.floats(allow_nan=False, allow_infinity=False, width=32).filter(
+        lambda f: abs(f) > 1e-3 or f == 0
+    ),
     st.from_regex(r"[a-z][a-z ]{0,10}[a-z]", fullmatch=True).filter(
         lambda s: s not in ("yes", "no", "on", "off", "true", "false", "null", "y", "n")
     ),
@@ -73,7 +75,9 @@ def test_validation_error_names_the_field_and_the_bad_value() -> None:
 
 
 def test_unknown_field_lists_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"config field 'epoch': unknown field; valid fields .*epochs"):
+    with pytest.raises(
+        ConfigError, match=r"config field 'epoch': unknown field; valid fields .*epochs"
+    ):
         resolve(SupervisedConfig, {}, ["epoch=3"])
 
 

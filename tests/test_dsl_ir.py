@@ -192,7 +192,11 @@ def test_parallel_branches_declaring_the_same_output_is_an_error() -> None:
     with pytest.raises(WorkflowError, match=r"both declare output 'k'"):
         workflow(
             "w",
-            parallel("p", branch("a", stage(record), outputs=["k"]), branch("b", stage(record), outputs=["k"])),
+            parallel(
+                "p",
+                branch("a", stage(record), outputs=["k"]),
+                branch("b", stage(record), outputs=["k"]),
+            ),
         )
 
 
@@ -228,11 +232,14 @@ def test_paths_tree_and_mermaid() -> None:
     assert "else\n    stage no" in tree
     mm = to_mermaid(wf)
     assert mm.startswith("flowchart TD")
-    assert '-->|yes|' in mm and '-->|no|' in mm and 'subgraph' in mm
+    assert "-->|yes|" in mm and "-->|no|" in mm and "subgraph" in mm
     ctx = Context()
     ctx.vars["trace"] = []
     Runner().run(wf, ctx)
-    assert ctx.vars["trace"][:2] == ["epoch[0]/batch[0]/forward_backward", "epoch[0]/batch[1]/forward_backward"]
+    assert ctx.vars["trace"][:2] == [
+        "epoch[0]/batch[0]/forward_backward",
+        "epoch[0]/batch[1]/forward_backward",
+    ]
     assert "epoch[1]/batch[2]/forward_backward" in ctx.vars["trace"]
 
 

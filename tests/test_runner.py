@@ -28,7 +28,10 @@ def test_parallel_branches_really_run_concurrently() -> None:
         assert a_ready.wait(timeout=10), "branch 'left' never ran concurrently"
         return {"right": True}
 
-    wf = workflow("w", parallel("p", branch("a", left, outputs=["left"]), branch("b", right, outputs=["right"])))
+    wf = workflow(
+        "w",
+        parallel("p", branch("a", left, outputs=["left"]), branch("b", right, outputs=["right"])),
+    )
     ctx = Runner().run(wf, Context())
     assert ctx.state == {"left": True, "right": True}
 
@@ -126,7 +129,9 @@ def test_class_stage_and_loop_over_items_and_function() -> None:
 
 def test_stage_is_unit_testable_without_a_runner() -> None:
     ctx = Context(state={"total": 5})
-    ctx.frames.append(__import__("kitchen.context", fromlist=["LoopFrame"]).LoopFrame("xs", 0, 7, None))
+    ctx.frames.append(
+        __import__("kitchen.context", fromlist=["LoopFrame"]).LoopFrame("xs", 0, 7, None)
+    )
     assert Accumulate(2)(ctx) == {"total": 19}
 
 
@@ -194,7 +199,12 @@ def test_resume_fast_forwards_to_the_recorded_position() -> None:
             "epoch",
             3,
             stage(_trace, name="shuffle", replay=True),
-            loop("batch", 3, stage(_trace, name="step"), conditional("ck", lambda c: True, stage(Saver()))),
+            loop(
+                "batch",
+                3,
+                stage(_trace, name="step"),
+                conditional("ck", lambda c: True, stage(Saver())),
+            ),
         ),
         stage(_trace, name="final"),
     )

@@ -49,7 +49,9 @@ def test_failing_stage_span_records_the_exception() -> None:
         raise RuntimeError("nope")
 
     with pytest.raises(Exception, match="explode failed"):
-        Runner(telemetry=Telemetry(tracer_provider=provider)).run(workflow("w", stage(explode)), Context())
+        Runner(telemetry=Telemetry(tracer_provider=provider)).run(
+            workflow("w", stage(explode)), Context()
+        )
     span = next(s for s in exporter.get_finished_spans() if s.name == "explode")
     assert any(e.name == "exception" for e in span.events)
 

@@ -7,30 +7,15 @@ extra becomes :class:`~kitchen.errors.AdapterUnavailable` with the ``pip install
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
-from kitchen.errors import AdapterUnavailable, UsageError
+from kitchen.errors import UsageError
+from kitchen.optional import require
 from kitchen.ports.bundle import Ports
 from kitchen.rundir import RunDir
 
 ADAPTERS = ("noop", "hf", "remote")
-
-_EXTRA_HINT = {
-    "hf": "pip install 'kitchen[hf]' -c constraints.txt",
-    "remote": "pip install 'kitchen[remote]'",
-}
-
-
-def _import(module: str, family: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise AdapterUnavailable(
-            f"adapter {family!r} needs an optional dependency that is not installed "
-            f"({exc.name or exc}); install it with: {_EXTRA_HINT.get(family, 'pip install kitchen')}"
-        ) from None
 
 
 def _metrics_stores(run: RunDir | None) -> list[Any]:
@@ -47,13 +32,16 @@ def _model_spec(config: Any) -> dict[str, Any]:
 
 
 def _noop(config: Any, run: RunDir | None) -> Ports:
-    noop = _import("kitchen.adapters.noop", "noop")
+    noop = require("kitchen.adapters.noop", "noop")
     spec = _model_spec(config)
     seed = int(getattr(config, "seed", 0) or 0)
     vocab = int(spec.get("vocab_size", 512))
     state_dir = str(run.checkpoints_dir) if run is not None else None
     training = noop.NoopTrainingClient(
-        model_name=str(spec.get("name", "noop-tiny")), vocab_size=vocab, seed=seed, state_dir=state_dir
+        model_name=str(spec.get("name", "noop-tiny")),
+        vocab_size=vocab,
+        seed=seed,
+        state_dir=state_dir,
     )
     return Ports(
         training=training,
@@ -67,13 +55,13 @@ def _noop(config: Any, run: RunDir | None) -> Ports:
 
 
 def _hf(config: Any, run: RunDir | None) -> Ports:
-    wiring = _import("kitchen.adapters.hf.wiring", "hf")
-    return wiring.build_ports(config, run)  # type: ignore[no-any-return]
+    wiring = require("kitchen.adapters.hf.wiring", "hf")
+    return wiring.build_ports(config, run)
 
 
 def _remote(config: Any, run: RunDir | None) -> Ports:
-    wiring = _import("kitchen.adapters.remote.wiring", "remote")
-    return wiring.build_ports(config, run)  # type: ignore[no-any-return]
+    wiring = require("kitchen.adapters.remote.wiring", "remote")
+    return wiring.build_ports(config, run)
 
 
 _FACTORIES: dict[str, Callable[[Any, RunDir | None], Ports]] = {

@@ -70,7 +70,9 @@ class Checkpoint:
         if run is None:
             return
         if any(seg[0].startswith("parallel:") for seg in ctx.position):
-            raise CheckpointError(f"{ctx.path}: checkpoints inside parallel branches are not supported")
+            raise CheckpointError(
+                f"{ctx.path}: checkpoints inside parallel branches are not supported"
+            )
         leaf = ctx.path.rsplit("/", 1)[-1]
         position = [[n, i] for n, i in ctx.position] + [[leaf, None]]
         seq = len(run.checkpoints()) + 1

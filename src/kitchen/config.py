@@ -85,7 +85,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UsageError(f"config file {p} must hold a mapping of fields, got {type(data).__name__}")
+        raise UsageError(
+            f"config file {p} must hold a mapping of fields, got {type(data).__name__}"
+        )
     return data
 
 

@@ -61,9 +61,10 @@ def run_recipe(
             )
         run = RunDir.open(resume)
         manifest = run.read_manifest()
-        if manifest.get("recipe") not in (None, recipe.name):
+        started_with = manifest.get("recipe")
+        if started_with not in (None, recipe.name):
             raise UsageError(
-                f"{run.root} was started with recipe {manifest.get('recipe')!r}, not {recipe.name!r}"
+                f"{run.root} was started with recipe {started_with!r}, not {recipe.name!r}"
             )
         adapters = manifest.get("adapters", adapters)
         cfg = recipe.config(run.read_config())

@@ -22,10 +22,30 @@ def sig(obj: object) -> str:
 
 def test_top_level_exports() -> None:
     for name in [
-        "stage", "loop", "conditional", "parallel", "branch", "workflow", "Workflow",
-        "Context", "Runner", "ResumePoint", "run", "Checkpoint", "Ports", "build_ports",
-        "run_recipe", "Recipe", "get_recipe", "list_recipes", "register",
-        "KitchenError", "ConfigError", "DataError", "StageError", "WorkflowError",
+        "stage",
+        "loop",
+        "conditional",
+        "parallel",
+        "branch",
+        "workflow",
+        "Workflow",
+        "Context",
+        "Runner",
+        "ResumePoint",
+        "run",
+        "Checkpoint",
+        "Ports",
+        "build_ports",
+        "run_recipe",
+        "Recipe",
+        "get_recipe",
+        "list_recipes",
+        "register",
+        "KitchenError",
+        "ConfigError",
+        "DataError",
+        "StageError",
+        "WorkflowError",
     ]:
         assert hasattr(kitchen, name), name
 
@@ -44,18 +64,31 @@ def test_dsl_signatures() -> None:
         "(name: 'str', when: 'Callable[[Any], Any]', *then: 'Any', "
         "orelse: 'Sequence[Any]' = ()) -> 'Conditional'"
     )
-    assert sig(kitchen.parallel) == "(name: 'str', *branches: 'Branch', **named: 'Any') -> 'Parallel'"
-    assert sig(kitchen.workflow) == "(name: 'str', *body: 'Any', description: 'str' = '') -> 'Workflow'"
+    assert (
+        sig(kitchen.parallel) == "(name: 'str', *branches: 'Branch', **named: 'Any') -> 'Parallel'"
+    )
+    assert (
+        sig(kitchen.workflow)
+        == "(name: 'str', *body: 'Any', description: 'str' = '') -> 'Workflow'"
+    )
 
 
 def test_recipe_shape() -> None:
     fields = [f for f in Recipe.__dataclass_fields__]
-    assert fields == ["name", "description", "config_model", "build", "adapters", "adapter_defaults"]
+    assert fields == [
+        "name",
+        "description",
+        "config_model",
+        "build",
+        "adapters",
+        "adapter_defaults",
+    ]
     assert sig(Recipe.config) == (
         "(self, data: 'Mapping[str, Any] | None' = None, overrides: 'Iterable[str]' = ()) -> 'Any'"
     )
     assert sig(kitchen.run_recipe).startswith(
-        "(recipe: 'Recipe', *, adapters: 'str' = 'noop', config: 'Mapping[str, Any] | None' = None, "
+        "(recipe: 'Recipe', *, adapters: 'str' = 'noop', "
+        "config: 'Mapping[str, Any] | None' = None, "
         "overrides: 'Sequence[str]' = (), run_dir: 'str | Path | None' = None, "
         "resume: 'str | Path | None' = None"
     )
@@ -72,15 +105,31 @@ def test_sft_recipe_as_a_cookbook_imports_it() -> None:
     assert "epoch/batch/forward_backward" in wf.paths()
     assert "epoch/batch/checkpoint_due/checkpoint" in wf.paths()
     # A cookbook extends the built-in workflow with its own stages.
-    extended = supervised_workflow(cfg, name="mine", setup=[kitchen.stage(lambda ctx: None, name="prep")])
+    extended = supervised_workflow(
+        cfg, name="mine", setup=[kitchen.stage(lambda ctx: None, name="prep")]
+    )
     assert extended.paths()[0] == "prep"
 
 
 def test_supervised_config_fields_are_stable() -> None:
     required = {
-        "seed", "dataset", "eval_dataset", "eval_fraction", "train_on", "max_length", "epochs",
-        "batch_size", "learning_rate", "lr_schedule", "warmup_steps", "weight_decay",
-        "grad_clip_norm", "eval_every", "checkpoint_every", "max_steps", "model",
+        "seed",
+        "dataset",
+        "eval_dataset",
+        "eval_fraction",
+        "train_on",
+        "max_length",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "lr_schedule",
+        "warmup_steps",
+        "weight_decay",
+        "grad_clip_norm",
+        "eval_every",
+        "checkpoint_every",
+        "max_steps",
+        "model",
     }
     assert required <= set(SupervisedConfig.model_fields)
 
@@ -113,14 +162,30 @@ def test_entry_point_registration_is_discovered_by_the_cli(tmp_path: Path) -> No
     (dist / "entry_points.txt").write_text("[kitchen.recipes]\nhello = my_cookbook:recipe\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run(
-        [sys.executable, "-m", "kitchen", "list"], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-m", "kitchen", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     assert "hello\tsays hello" in out.stdout.splitlines()
     assert any(line.startswith("sft\t") for line in out.stdout.splitlines())
     run = subprocess.run(
-        [sys.executable, "-m", "kitchen", "run", "hello", "--run-dir", str(tmp_path / "r"),
-         "--set", "n=7", "--no-progress"],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "kitchen",
+            "run",
+            "hello",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--set",
+            "n=7",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert run.returncode == 0, run.stderr
     assert "hello=7" in run.stdout

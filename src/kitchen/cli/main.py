@@ -57,7 +57,9 @@ def _load_run_file(path: str) -> tuple[str, dict[str, Any], str | None]:
     if config is None:
         config = data
     elif data:
-        raise UsageError(f"{path}: unexpected top-level fields {sorted(data)}; put them under config")
+        raise UsageError(
+            f"{path}: unexpected top-level fields {sorted(data)}; put them under config"
+        )
     if not isinstance(config, dict):
         raise UsageError(f"{path}: 'config' must be a mapping")
     return recipe, config, adapters

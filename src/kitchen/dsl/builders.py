@@ -1,14 +1,14 @@
 """The workflow DSL: small functions that build IR nodes.
 
-    wf = workflow(
-        "supervised",
-        stage(load_dataset, replay=True),
-        loop("epoch", lambda ctx: ctx.config.epochs,
-             loop("batch", batches_of_epoch,
-                  stage(forward_backward), stage(optim_step))),
-        conditional("eval_due", should_eval, stage(evaluate), orelse=[stage(skip)]),
-        parallel("shards", a=[stage(work_a)], b=[stage(work_b)]),
-    )
+wf = workflow(
+    "supervised",
+    stage(load_dataset, replay=True),
+    loop("epoch", lambda ctx: ctx.config.epochs,
+         loop("batch", batches_of_epoch,
+              stage(forward_backward), stage(optim_step))),
+    conditional("eval_due", should_eval, stage(evaluate), orelse=[stage(skip)]),
+    parallel("shards", a=[stage(work_a)], b=[stage(work_b)]),
+)
 """
 
 from __future__ import annotations

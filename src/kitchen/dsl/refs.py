@@ -37,4 +37,4 @@ def resolve_ref(ref: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
         except AttributeError as exc:
             raise WorkflowError(f"cannot resolve {ref!r}: no attribute {part!r}") from exc
-    return obj  # type: ignore[no-any-return]
+    return obj

@@ -155,7 +155,9 @@ def from_json(data: dict[str, Any] | str, resolve: Resolver = resolve_ref) -> Wo
     d = json.loads(data) if isinstance(data, str) else data
     version = d.get("ir_version", IR_VERSION)
     if version != IR_VERSION:
-        raise WorkflowError(f"workflow JSON has ir_version {version}; this kitchen reads {IR_VERSION}")
+        raise WorkflowError(
+            f"workflow JSON has ir_version {version}; this kitchen reads {IR_VERSION}"
+        )
     return Workflow(
         name=d["name"],
         body=tuple(node_from_json(n, resolve) for n in d["body"]),
@@ -257,7 +259,9 @@ def to_mermaid(wf: Workflow) -> str:
             return i, i
         if isinstance(node, Loop):
             sg = nid()
-            lines.append(f'{indent}subgraph {sg}["loop {label(node.name)} {label(_over_text(node.over))}"]')
+            lines.append(
+                f'{indent}subgraph {sg}["loop {label(node.name)} {label(_over_text(node.over))}"]'
+            )
             emit_seq(node.body, indent + "  ")
             lines.append(f"{indent}end")
             return sg, sg

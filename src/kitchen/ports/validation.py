@@ -11,9 +11,7 @@ from kitchen.ports.types import Datum
 def validate_datums(data: Sequence[Datum], loss_fn: str) -> None:
     """Raise ``ValueError`` naming the datum and field when ``data`` cannot feed ``loss_fn``."""
     if loss_fn not in REQUIRED_INPUTS:
-        raise ValueError(
-            f"unknown loss_fn {loss_fn!r}; choose one of {sorted(REQUIRED_INPUTS)}"
-        )
+        raise ValueError(f"unknown loss_fn {loss_fn!r}; choose one of {sorted(REQUIRED_INPUTS)}")
     if len(data) == 0:
         raise ValueError("forward_backward needs at least one Datum")
     for i, datum in enumerate(data):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +99,7 @@ class Runner:
         pos = ctx.position
         for node in nodes:
             if target:
-                name, index = target[0]
+                name = target[0][0]
                 if node.name != name:
                     # Fast-forward: skip, except stages that rebuild transient state.
                     if type(node) is Stage and node.replay:
@@ -255,7 +255,7 @@ class Runner:
                 prefix + node.name,
                 TypeError(f"loop source must be an int or iterable, got {type(over).__name__}"),
             )
-        length = len(over) if hasattr(over, "__len__") else None
+        length = len(over) if isinstance(over, Sized) else None
         return over, length
 
     def _conditional(
@@ -317,7 +317,7 @@ class Runner:
                 keys = [
                     k
                     for k, v in child.state.items()
-                    if k not in snapshot or snapshot[k] is not v and snapshot[k] != v
+                    if k not in snapshot or (snapshot[k] is not v and snapshot[k] != v)
                 ]
             for k in keys:
                 if k in merged:

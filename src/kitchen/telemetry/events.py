@@ -34,7 +34,7 @@ class JsonlEventSink:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")
         self._lock = threading.Lock()
 
     _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
@@ -103,11 +103,11 @@ class Telemetry:
             self.tracer = trace.get_tracer("kitchen")
             self.spans = otel_enabled()
 
-    def event(self, name: str, level: str = "debug", **fields: Any) -> None:
-        record = {"event": name, "time": time.time(), "run_id": self.run_id, **fields}
+    def event(self, event: str, /, level: str = "debug", **fields: Any) -> None:
+        record = {"event": event, "time": time.time(), "run_id": self.run_id, **fields}
         for sink in self.sinks:
             sink.emit(record)
-        getattr(self.log, level)(name, **fields)
+        getattr(self.log, level)(event, **fields)
 
     @contextmanager
     def span(self, name: str, **attributes: Any) -> Iterator[Any]:

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from kitchen.ports.types import Datum, ModelInput, TensorData
 
 
-def next_token_datum(tokens: Sequence[int], weights: Sequence[float], max_length: int) -> Datum | None:
+def next_token_datum(
+    tokens: Sequence[int], weights: Sequence[float], max_length: int
+) -> Datum | None:
     """Input ``tokens[:-1]``, targets ``tokens[1:]``, weights aligned to the targets.
 
     Sequences are truncated to ``max_length`` tokens. Returns None when nothing is left

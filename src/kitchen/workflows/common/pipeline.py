@@ -28,7 +28,7 @@ def queue(ctx: Context) -> deque[PendingStep]:
     q = ctx.vars.get(PENDING)
     if q is None:
         q = ctx.vars[PENDING] = deque()
-    return q  # type: ignore[no-any-return]
+    return q
 
 
 def submit(ctx: Context, step: int, futures: dict[str, Future[Any]], **extra: float) -> None:

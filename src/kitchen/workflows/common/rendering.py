@@ -26,7 +26,9 @@ def render_row(
     if "messages" in row:
         messages = row["messages"]
         if not isinstance(messages, list) or not messages:
-            raise DataError(source, index, "messages", "must be a non-empty list of {role, content}")
+            raise DataError(
+                source, index, "messages", "must be a non-empty list of {role, content}"
+            )
         rendered = tokenizer.render_chat(messages, train_on=train_on)
         return list(rendered.tokens), list(rendered.weights)
     if "prompt" in row and "completion" in row:
