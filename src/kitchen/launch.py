@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ from kitchen.bootstrap import ADAPTERS, build_ports, metrics_stores
 from kitchen.context import Context
 from kitchen.dsl.render import fingerprint
 from kitchen.errors import UsageError
+from kitchen.io import rewrite_jsonl
 from kitchen.metrics import MetricsRecorder
 from kitchen.recipes.recipe import Recipe
 from kitchen.rundir import RunDir, new_run_id
+from kitchen.runner.cache import StageCache
 from kitchen.runner.runner import ResumePoint, Runner
 from kitchen.telemetry.events import JsonlEventSink, Telemetry
 
@@ -45,6 +48,7 @@ def run_recipe(
     resume: str | Path | None = None,
     progress: Any = None,
     stage_events: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> RunResult:
     """Run ``recipe`` on ``adapters`` and return its run directory and final Context.
 
@@ -97,7 +101,8 @@ def run_recipe(
         started_at=run.read_manifest().get("started_at", time.time()),
         resumed_at=time.time() if resume is not None else None,
     )
-    runner = Runner(telemetry=telemetry, progress=progress)
+    cache = StageCache(cache_dir or os.environ.get("KITCHEN_CACHE_DIR") or ".kitchen-cache")
+    runner = Runner(telemetry=telemetry, progress=progress, cache=cache)
     try:
         runner.run(wf, ctx, resume=point)
     except BaseException as exc:
@@ -106,6 +111,8 @@ def run_recipe(
     finally:
         metrics.flush()
         telemetry.close()
+        if cache.decisions:
+            rewrite_jsonl(run.root / "cache.jsonl", [asdict(d) for d in cache.decisions])
     run.update_manifest(
         status="completed", ended_at=time.time(), final_state=_jsonable_state(ctx.state)
     )

@@ -54,7 +54,8 @@ def test_dsl_signatures() -> None:
     assert sig(kitchen.stage) == (
         "(fn: 'Callable[..., Any] | Stage', *, name: 'str | None' = None, "
         "outputs: 'Sequence[str]' = (), replay: 'bool | None' = None, "
-        "rollback: 'Callable[..., Any] | None' = None, **params: 'Any') -> 'Stage'"
+        "rollback: 'Callable[..., Any] | None' = None, cache: 'Any' = None, "
+        "**params: 'Any') -> 'Stage'"
     )
     assert sig(kitchen.loop) == (
         "(name: 'str', over: 'LoopSource | Iterable[Any]', *body: 'Any', "

@@ -34,12 +34,15 @@ def stage(
     outputs: Sequence[str] = (),
     replay: bool | None = None,
     rollback: Callable[..., Any] | None = None,
+    cache: Any = None,
     **params: Any,
 ) -> Stage:
     """A stage node calling ``fn(ctx, **params)``.
 
     ``fn`` is a function or a stage object (any callable; a class instance may define
     ``name``, ``outputs``, ``replay``, ``rollback(ctx, error)`` and ``restore``).
+    ``cache=CachePolicy(inputs=[...])`` skips the stage when its content-hash key matches
+    a stored result (see :mod:`kitchen.runner.cache`).
     """
     if isinstance(fn, Stage):
         return fn
@@ -53,6 +56,7 @@ def stage(
         outputs=tuple(outputs or getattr(fn, "outputs", ()) or ()),
         replay=bool(replay if replay is not None else getattr(fn, "replay", False)),
         rollback=rb if callable(rb) else None,
+        cache=cache if cache is not None else getattr(fn, "cache", None),
     )
 
 

@@ -36,6 +36,8 @@ class Stage:
     outputs: tuple[str, ...] = ()
     replay: bool = False
     rollback: Callable[..., Any] | None = None
+    #: A ``kitchen.runner.cache.CachePolicy`` makes the stage cacheable by content hash.
+    cache: Any = None
     kind: Literal["stage"] = "stage"
 
 
@@ -164,6 +166,11 @@ def _validate_node(node: Node, path: str) -> None:
     if isinstance(node, Stage):
         if not callable(node.fn):
             raise WorkflowError(f"stage {path!r}: {node.fn!r} is not callable")
+        if node.cache is not None and not node.outputs:
+            raise WorkflowError(
+                f"stage {path!r} is cacheable but declares no outputs; list the state keys "
+                "it writes in outputs=[...] so a cache hit can restore them"
+            )
     elif isinstance(node, Loop):
         if not node.body:
             raise WorkflowError(f"loop {path!r} has an empty body; give it at least one node")

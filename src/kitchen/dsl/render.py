@@ -58,6 +58,8 @@ def node_to_json(node: Node) -> dict[str, Any]:
             d["outputs"] = list(node.outputs)
         if node.replay:
             d["replay"] = True
+        if node.cache is not None:
+            d["cache"] = {"inputs": list(node.cache.inputs), "version": node.cache.version}
         if node.rollback is not None and node.rollback is not getattr(node.fn, "rollback", None):
             d["rollback"] = ref_of(node.rollback)
         return d
@@ -109,6 +111,11 @@ def node_from_json(d: dict[str, Any], resolve: Resolver = resolve_ref) -> Node:
     if kind == "stage":
         target = resolve(d["ref"])
         fn = target(**d["init"]) if "init" in d else target
+        cache = None
+        if "cache" in d:
+            from kitchen.runner.cache import CachePolicy
+
+            cache = CachePolicy(tuple(d["cache"]["inputs"]), d["cache"].get("version", ""))
         return Stage(
             name=name,
             fn=fn,
@@ -116,6 +123,7 @@ def node_from_json(d: dict[str, Any], resolve: Resolver = resolve_ref) -> Node:
             outputs=tuple(d.get("outputs", ())),
             replay=bool(d.get("replay", False)),
             rollback=resolve(d["rollback"]) if "rollback" in d else getattr(fn, "rollback", None),
+            cache=cache,
         )
     if kind == "loop":
         over_d = d["over"]
@@ -191,6 +199,8 @@ def _tree_lines(seq: tuple[Node, ...], indent: str, out: list[str]) -> None:
                 extra.append("→ " + ", ".join(node.outputs))
             if node.replay:
                 extra.append("replay")
+            if node.cache is not None:
+                extra.append("cached")
             suffix = f"  ({'; '.join(extra)})" if extra else ""
             out.append(f"{indent}stage {node.name}{suffix}")
         elif isinstance(node, Loop):

@@ -1,6 +1,17 @@
 """The runner executes workflow IR over a Context."""
 
+from kitchen.runner.cache import CacheDecision, CachePolicy, StageCache
 from kitchen.runner.executor import BranchExecutor, SerialExecutor, ThreadExecutor
 from kitchen.runner.runner import ResumePoint, Runner, run
 
-__all__ = ["BranchExecutor", "ResumePoint", "Runner", "SerialExecutor", "ThreadExecutor", "run"]
+__all__ = [
+    "BranchExecutor",
+    "CacheDecision",
+    "CachePolicy",
+    "StageCache",
+    "ResumePoint",
+    "Runner",
+    "SerialExecutor",
+    "ThreadExecutor",
+    "run",
+]

@@ -10,6 +10,7 @@ instead of the stage. Execution then continues exactly where the checkpoint was 
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ from typing import Any
 from kitchen.context import Context, LoopFrame
 from kitchen.dsl.nodes import Conditional, Loop, Node, Parallel, Stage, Workflow
 from kitchen.errors import CheckpointError, StageError, WorkflowError
+from kitchen.runner.cache import CacheDecision, StageCache
 from kitchen.runner.executor import BranchExecutor, ThreadExecutor
 from kitchen.telemetry.events import Telemetry
 
 Segment = tuple[str, int | None]
+_INDEX_RE = re.compile(r"\[\d+\]")
 
 
 @dataclass
@@ -40,10 +43,12 @@ class Runner:
         telemetry: Telemetry | None = None,
         executor: BranchExecutor | None = None,
         progress: Any = None,
+        cache: StageCache | None = None,
     ) -> None:
         self.telemetry = telemetry or Telemetry(stage_events=False)
         self.executor = executor or ThreadExecutor()
         self.progress = progress
+        self.cache = cache
 
     # ------------------------------------------------------------------ public
     def run(self, wf: Workflow, ctx: Context, resume: ResumePoint | None = None) -> Context:
@@ -156,6 +161,31 @@ class Runner:
 
     def _stage(self, node: Stage, ctx: Context, path: str) -> None:
         ctx.path = path
+        if node.cache is not None and self.cache is not None:
+            self._cached_stage(node, ctx, path)
+            return
+        self._execute(node, ctx, path)
+
+    def _cached_stage(self, node: Stage, ctx: Context, path: str) -> None:
+        cache = self.cache
+        assert cache is not None
+        static = _INDEX_RE.sub("", path)
+        key, components = cache.key(node, static, ctx.state)
+        stored = cache.lookup(key)
+        hit = stored is not None and all(k in stored for k in node.outputs)
+        cache.record(CacheDecision(path, key, hit, components))
+        self.telemetry.event("stage_cache", level="info", path=path, key=key, hit=hit)
+        if hit:
+            assert stored is not None
+            ctx.state.update({k: stored[k] for k in node.outputs})
+            return
+        self._execute(node, ctx, path)
+        missing = [k for k in node.outputs if k not in ctx.state]
+        if missing:
+            raise StageError(path, KeyError(f"stage did not set its declared outputs {missing}"))
+        cache.store(key, components, {k: ctx.state[k] for k in node.outputs})
+
+    def _execute(self, node: Stage, ctx: Context, path: str) -> None:
         tel = self.telemetry
         if not tel.stage_events and not tel.spans:
             # Hot path: no per-stage telemetry requested.
