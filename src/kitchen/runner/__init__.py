@@ -8,10 +8,10 @@ __all__ = [
     "BranchExecutor",
     "CacheDecision",
     "CachePolicy",
-    "StageCache",
     "ResumePoint",
     "Runner",
     "SerialExecutor",
+    "StageCache",
     "ThreadExecutor",
     "run",
 ]
