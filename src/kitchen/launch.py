@@ -65,6 +65,8 @@ def run_recipe(
             )
         run = RunDir.open(resume)
         manifest = run.read_manifest()
+        if manifest.get("status") == "completed":
+            raise UsageError(f"{run.root} already completed; there is nothing to resume")
         started_with = manifest.get("recipe")
         if started_with not in (None, recipe.name):
             raise UsageError(
