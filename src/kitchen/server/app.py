@@ -1,0 +1,564 @@
+"""The HTTP API of ``kitchen serve``: the part of the Tinker API the pinned SDK uses.
+
+See ``docs/remote.md`` for the endpoint list. Handlers never block the event loop on
+model work: training requests go to per-model dispatcher threads, sampling to a small
+pool, and results come back through the futures queue (``/api/v1/retrieve_future``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from kitchen.ports.types import AdamParams, SampleResponse
+from kitchen.server import wire
+from kitchen.server.backends import Backend
+from kitchen.server.security import GuardMiddleware
+from kitchen.server.state import PROTOBUF, Job, NotFound, ServerState, watch
+from kitchen.server.storage import CheckpointRefused, CheckpointStore, check_name
+
+log = logging.getLogger("kitchen.server")
+
+#: The SDK's own per-chunk cap; the server lowers it to fit its body limit.
+SDK_MAX_CHUNK_BYTES = 5_000_000
+
+
+@dataclass
+class ServerConfig:
+    token: str
+    data_dir: str
+    max_body_bytes: int = 64 * 1024 * 1024
+    #: How long one ``retrieve_future`` call waits for a result before "try again".
+    poll_s: float = 20.0
+    session_ttl_s: float = 600.0
+    backend_name: str = "custom"
+    use_pyqwest_transport: bool = False
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def _need(body: dict[str, Any], key: str, kind: type | tuple[type, ...] = str) -> Any:
+    value = body.get(key)
+    if value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ApiError(
+            400, f"field {key!r} is required and must be {getattr(kind, '__name__', kind)}"
+        )
+    return value
+
+
+def _future(job: Job, **extra: Any) -> dict[str, Any]:
+    return {"request_id": job.request_id, **extra}
+
+
+def _ok(payload: Any) -> tuple[Any, str]:
+    return payload, "application/json"
+
+
+def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
+    store = CheckpointStore(config.data_dir)
+    holder: dict[str, ServerState] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        holder["state"] = ServerState(
+            backend,
+            store,
+            loop,
+            session_ttl_s=config.session_ttl_s,
+            backend_name=config.backend_name,
+        )
+
+        async def janitor() -> None:
+            while True:
+                await asyncio.sleep(30)
+                st = holder["state"]
+                st.futures.sweep()
+                await run_in_threadpool(st.expire_sessions)
+
+        task = asyncio.create_task(janitor())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(
+        title="kitchen serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.add_middleware(GuardMiddleware, token=config.token, max_body_bytes=config.max_body_bytes)
+
+    def st() -> ServerState:
+        return holder["state"]
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(CheckpointRefused)
+    async def _refused(_: Request, exc: CheckpointRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    # -- service -------------------------------------------------------------------
+
+    @app.get("/api/v1/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/api/v1/client/config")
+    async def client_config() -> dict[str, Any]:
+        return {
+            "pjwt_auth_enabled": False,
+            "credential_default_source": "api_key",
+            "use_pyqwest_transport": config.use_pyqwest_transport,
+            "proto_compress_fwdbwd": False,
+            "parallel_fwdbwd_chunks": True,
+            "fwdbwd_max_chunk_bytes_count": max(
+                1024, min(SDK_MAX_CHUNK_BYTES, config.max_body_bytes // 2)
+            ),
+            "sample_use_retrieve_futures": False,
+            "custom_loss_server_side": False,
+            "sample_join_sampling_session": False,
+            "sample_no_retries": False,
+        }
+
+    @app.post("/api/v1/client/dynamic_config")
+    async def client_dynamic_config() -> dict[str, Any]:
+        return {"refresh_interval_sec": 300, "sample_cancel_enabled": False}
+
+    @app.get("/api/v1/get_server_capabilities")
+    async def capabilities() -> dict[str, Any]:
+        return {
+            "supported_models": [
+                {"model_name": m, "trainable": True, "sampleable": True}
+                for m in backend.model_names()
+            ]
+        }
+
+    @app.post("/api/v1/telemetry")
+    async def telemetry() -> dict[str, str]:
+        return {"status": "accepted"}  # accepted and dropped: nothing leaves this machine
+
+    @app.post("/api/v1/create_session")
+    async def create_session() -> dict[str, Any]:
+        s = st().create_session()
+        return {"type": "create_session", "session_id": s.session_id}
+
+    @app.post("/api/v1/session_heartbeat")
+    async def heartbeat(request: Request) -> Any:
+        body = await _json(request)
+        try:
+            st().session(_need(body, "session_id"))
+        except NotFound as exc:
+            # 410 tells the SDK to stop heartbeating a session this server does not have.
+            return JSONResponse({"detail": str(exc)}, status_code=410)
+        return {"type": "session_heartbeat"}
+
+    @app.post("/api/v1/sessions/{session_id}/finish")
+    async def finish(session_id: str) -> Response:
+        await run_in_threadpool(st().finish_session, session_id)
+        return Response(status_code=200)
+
+    @app.post("/api/v1/cancel_future")
+    async def cancel_future() -> Response:
+        return Response(status_code=200)
+
+    # -- futures -------------------------------------------------------------------
+
+    @app.post("/api/v1/retrieve_future")
+    async def retrieve_future(request: Request) -> Response:
+        body = await _json(request)
+        job = st().futures.get(_need(body, "request_id"))
+        if not job.done:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(job.event.wait(), timeout=config.poll_s)
+        if not job.done:
+            return JSONResponse(
+                {"type": "try_again", "request_id": job.request_id, "queue_state": "active"}
+            )
+        if job.error is not None:
+            return JSONResponse({"error": job.error, "category": job.category})
+        if isinstance(job.payload, bytes):
+            return Response(job.payload, media_type=job.content_type)
+        return JSONResponse(job.payload)
+
+    # -- models --------------------------------------------------------------------
+
+    @app.post("/api/v1/create_model")
+    async def create_model(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        session = st().session(_need(body, "session_id"))
+        base_model = _need(body, "base_model")
+        model_seq_id = _need(body, "model_seq_id", int)
+        lora = body.get("lora_config") or {}
+        optimizer = (body.get("optimizer_config") or {}).get("type", "adamw")
+        entry = st().add_model(
+            session, model_seq_id, base_model, lora.get("rank"), lora.get("seed")
+        )
+        job = st().futures.new("create_model")
+        if optimizer != "adamw":
+            st().futures.fail(
+                job, f"optimizer {optimizer!r} is not supported; kitchen serve runs AdamW"
+            )
+            entry.ready.set()
+            return _future(job, model_id=entry.model_id)
+        try:
+            check = getattr(backend, "check_model", None)
+            if check is not None:
+                check(base_model)
+        except ValueError as exc:
+            st().futures.fail(job, exc)
+            entry.failed = str(exc)
+            entry.ready.set()
+            return _future(job, model_id=entry.model_id)
+        st().init_model(
+            entry, job, None, lambda _: {"model_id": entry.model_id, "type": "create_model"}
+        )
+        return _future(job, model_id=entry.model_id)
+
+    @app.post("/api/v1/get_info")
+    async def get_info(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        entry = st().model(_need(body, "model_id"))
+        client = await run_in_threadpool(entry.wait_ready)
+        info = client.get_info()
+        md = info.model_data
+        return {
+            "type": "get_info",
+            "model_id": entry.model_id,
+            "model_data": {
+                "arch": md.arch,
+                "model_name": entry.base_model,
+                "tokenizer_id": md.tokenizer_id,
+            },
+            "is_lora": info.is_lora,
+            "lora_rank": info.lora_rank,
+            "model_name": entry.base_model,
+        }
+
+    @app.post("/api/v1/unload_model")
+    async def unload_model(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        entry = st().model(_need(body, "model_id"))
+        job = st().futures.new("unload_model")
+        st().futures.complete(job, {"model_id": entry.model_id, "type": "unload_model"})
+        return _future(job, model_id=entry.model_id)
+
+    # -- training ------------------------------------------------------------------
+
+    @app.post("/api/v1/forward_backward")
+    async def forward_backward(request: Request) -> dict[str, Any]:
+        ctype = request.headers.get("content-type", "")
+        if PROTOBUF not in ctype:
+            raise ApiError(415, f"forward_backward expects {PROTOBUF}, got {ctype!r}")
+        raw = await request.body()
+        try:
+            call = wire.decode_forward_backward(raw)
+        except wire.WireError as exc:
+            raise ApiError(400, str(exc)) from exc
+        entry = st().model(call.model_id)
+        name = "forward" if call.forward_only else "forward_backward"
+
+        def run(job: Job) -> None:
+            def invoke(client: Any) -> Any:
+                method = client.forward if call.forward_only else client.forward_backward
+                return method(call.data, call.loss_fn, call.loss_fn_config)
+
+            st().port_call(
+                entry,
+                job,
+                invoke,
+                lambda out: (wire.encode_forward_backward_output(out), PROTOBUF),
+            )
+
+        job = st().submit_sequenced(entry, call.seq_id, name, run)
+        return _future(job, model_id=entry.model_id)
+
+    @app.post("/api/v1/optim_step")
+    async def optim_step(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        entry = st().model(_need(body, "model_id"))
+        seq_id = body.get("seq_id")
+        params = body.get("adam_params")
+
+        def run(job: Job) -> None:
+            if not isinstance(params, dict):
+                raise ValueError("optim_step needs adam_params; kitchen serve runs AdamW only")
+            adam = AdamParams(**{k: float(v) for k, v in params.items()})
+            st().port_call(
+                entry,
+                job,
+                lambda c: c.optim_step(adam),
+                lambda r: _ok({"metrics": wire.metrics_json(r.metrics)}),
+            )
+
+        job = st().submit_sequenced(entry, seq_id, "optim_step", run)
+        return _future(job, model_id=entry.model_id)
+
+    def _adapter_name(name: str, seq_id: Any) -> str:
+        return f"{name}-s{seq_id}-{int(time.time() * 1000) % 10**9}"
+
+    @app.post("/api/v1/save_weights")
+    async def save_weights(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        entry = st().model(_need(body, "model_id"))
+        seq_id = body.get("seq_id")
+        raw_name = body.get("path") or f"state-{seq_id}"
+        overwrite = bool(body.get("overwrite", False))
+        metadata = {str(k): str(v) for k, v in (body.get("user_metadata") or {}).items()}
+
+        def run(job: Job) -> None:
+            name = check_name(raw_name)  # refuses traversal before anything is written
+            if not overwrite and store.exists(entry.model_id, "weights", name):
+                raise CheckpointRefused(
+                    f"checkpoint tinker://{entry.model_id}/weights/{name} already exists; "
+                    "pass overwrite=True"
+                )
+
+            def encode(resp: Any) -> tuple[Any, str]:
+                path = store.commit(
+                    entry.model_id,
+                    "weights",
+                    name,
+                    resp.path,
+                    user_metadata=metadata,
+                    overwrite=True,
+                )
+                return _ok({"path": path, "type": "save_weights"})
+
+            st().port_call(
+                entry,
+                job,
+                lambda c: c.save_state(_adapter_name(name, seq_id), metadata or None),
+                encode,
+            )
+
+        job = st().submit_sequenced(entry, seq_id, "save_weights", run)
+        return _future(job, model_id=entry.model_id)
+
+    @app.post("/api/v1/save_weights_for_sampler")
+    async def save_weights_for_sampler(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        entry = st().model(_need(body, "model_id"))
+        seq_id = body.get("seq_id")
+        raw_name = body.get("path")
+        sampler_seq = body.get("sampling_session_seq_id")
+        session = st().session(entry.session_id)
+
+        def run(job: Job) -> None:
+            if raw_name is None:
+                if not isinstance(sampler_seq, int):
+                    raise ValueError(
+                        "save_weights_for_sampler needs path or sampling_session_seq_id"
+                    )
+                entry.drain_previous()  # the snapshot must include every earlier step
+                client = entry.wait_ready()
+                sc = client.save_weights_and_get_sampling_client(f"snapshot-s{seq_id}")
+                sampler = st().add_sampler(session, sampler_seq, entry.base_model, None, sc)
+                st().futures.complete(
+                    job,
+                    {"sampling_session_id": sampler.sampler_id, "type": "save_weights_for_sampler"},
+                )
+                return
+            name = check_name(raw_name)
+
+            def encode(resp: Any) -> tuple[Any, str]:
+                path = store.commit(entry.model_id, "sampler_weights", name, resp.path)
+                return _ok({"path": path, "type": "save_weights_for_sampler"})
+
+            st().port_call(
+                entry,
+                job,
+                lambda c: c.save_weights_for_sampler(_adapter_name(name, seq_id)),
+                encode,
+            )
+
+        job = st().submit_sequenced(entry, seq_id, "save_weights_for_sampler", run)
+        return _future(job, model_id=entry.model_id)
+
+    def _load(client: Any, adapter_path: str, kind: str, optimizer: bool) -> Any:
+        loader = None
+        if not optimizer or kind == "sampler_weights":
+            loader = getattr(client, "load_weights", None)
+        return (loader or client.load_state)(adapter_path)
+
+    @app.post("/api/v1/load_weights")
+    async def load_weights(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        path = _need(body, "path")
+        optimizer = bool(body.get("optimizer", True))
+        if body.get("session_id") is not None:
+            return await _create_via_load(body, path, optimizer)
+        entry = st().model(_need(body, "model_id"))
+
+        def run(job: Job) -> None:
+            ckpt = store.resolve(path)
+
+            st().port_call(
+                entry,
+                job,
+                lambda c: _load(c, ckpt.adapter_path, ckpt.kind, optimizer),
+                lambda _: _ok({"path": ckpt.tinker_path, "type": "load_weights"}),
+            )
+
+        job = st().submit_sequenced(entry, body.get("seq_id"), "load_weights", run)
+        return _future(job, model_id=entry.model_id)
+
+    async def _create_via_load(body: dict[str, Any], path: str, optimizer: bool) -> dict[str, Any]:
+        session = st().session(_need(body, "session_id"))
+        model_seq_id = _need(body, "model_seq_id", int)
+        job = st().futures.new("load_weights")
+        try:
+            ckpt = store.resolve(path)
+        except CheckpointRefused as exc:
+            st().futures.fail(job, exc)
+            return _future(job)
+        run = ckpt.run
+        base_model = body.get("base_model") or str(run.get("base_model"))
+        entry = st().add_model(
+            session, model_seq_id, base_model, run.get("lora_rank"), run.get("seed")
+        )
+
+        def after(client: Any) -> Any:
+            return _load(client, ckpt.adapter_path, ckpt.kind, optimizer).result()
+
+        st().init_model(
+            entry,
+            job,
+            after,
+            lambda _: {
+                "path": ckpt.tinker_path,
+                "model_id": entry.model_id,
+                "type": "load_weights",
+            },
+        )
+        return _future(job, model_id=entry.model_id)
+
+    @app.get("/api/v1/training_runs/{model_id}/checkpoints")
+    async def list_checkpoints(model_id: str) -> dict[str, Any]:
+        out = []
+        for c in await run_in_threadpool(store.list, model_id):
+            out.append(
+                {
+                    "checkpoint_id": f"{c.kind}/{c.name}",
+                    "checkpoint_type": "training" if c.kind == "weights" else "sampler",
+                    "time": datetime.fromtimestamp(c.created_at, tz=UTC).isoformat(),
+                    "tinker_path": c.tinker_path,
+                    "user_metadata": c.user_metadata or None,
+                }
+            )
+        return {"checkpoints": out}
+
+    # -- sampling ------------------------------------------------------------------
+
+    @app.post("/api/v1/create_sampling_session")
+    async def create_sampling_session(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        session = st().session(_need(body, "session_id"))
+        seq = _need(body, "sampling_session_seq_id", int)
+        model_path = body.get("model_path")
+        if model_path:
+            base_model, client = await run_in_threadpool(st().sampling_from_checkpoint, model_path)
+        else:
+            base_model = _need(body, "base_model")
+            try:
+                client = await run_in_threadpool(st().base_sampling, base_model)
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from exc
+        sampler = st().add_sampler(session, seq, base_model, model_path, client)
+        return {"type": "create_sampling_session", "sampling_session_id": sampler.sampler_id}
+
+    @app.post("/api/v1/join_sampling_session")
+    async def join_sampling_session(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        sampler = st().sampler(_need(body, "sampling_session_id"))
+        return {"type": "join_sampling_session", "client_counter": next(sampler.clients)}
+
+    @app.get("/api/v1/samplers/{sampler_id}")
+    async def get_sampler(sampler_id: str) -> dict[str, Any]:
+        s = st().sampler(sampler_id)
+        return {"sampler_id": s.sampler_id, "base_model": s.base_model, "model_path": s.model_path}
+
+    @app.post("/api/v1/asample")
+    async def asample(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        sid = body.get("sampling_session_id")
+        if not sid:
+            raise ApiError(400, "asample needs sampling_session_id (create_sampling_session first)")
+        sampler = st().sampler(sid)
+        try:
+            prompt = wire.model_input_from_json(_need(body, "prompt", dict))
+            params = wire.sampling_params_from_json(body.get("sampling_params") or {})
+        except (wire.WireError, KeyError, TypeError, ValueError) as exc:
+            raise ApiError(400, f"bad sample request: {exc}") from exc
+        n = int(body.get("num_samples", 1))
+        want_prompt_lp = bool(body.get("prompt_logprobs"))
+        last_n = body.get("prompt_logprobs_last_n")
+        job = st().futures.new("sample")
+        unsupported = [
+            k
+            for k in ("topk_prompt_logprobs", "topk_sample_logprobs", "prompt_alt_tokens_k")
+            if body.get(k)
+        ] + (["target_prompt_logprobs"] if body.get("target_prompt_logprobs") else [])
+
+        def run() -> None:
+            if unsupported:
+                raise ValueError(f"kitchen serve does not support {', '.join(unsupported)}")
+            fut = sampler.client.sample(prompt, n, params, want_prompt_lp)
+
+            def encode(resp: SampleResponse) -> None:
+                if last_n and resp.prompt_logprobs is not None:
+                    lps = list(resp.prompt_logprobs)
+                    cut = max(0, len(lps) - int(last_n))
+                    resp = SampleResponse(resp.sequences, tuple([None] * cut + lps[cut:]))
+                st().futures.complete(job, wire.encode_sample_response(resp), PROTOBUF)
+
+            def done(value: Any, exc: BaseException | None) -> None:
+                if exc is not None:
+                    st().futures.fail(job, exc)
+                else:
+                    try:
+                        encode(value)
+                    except BaseException as err:
+                        st().futures.fail(job, err)
+
+            watch(fut, done)
+
+        def guarded() -> None:
+            try:
+                run()
+            except BaseException as exc:
+                st().futures.fail(job, exc)
+
+        st().sample_pool.submit(guarded)
+        seq = body.get("seq_id")
+        return _future(job, sample_sequence_ids=[f"{sid}:{seq}:{i}" for i in range(n)])
+
+    return app

@@ -1,0 +1,173 @@
+"""What ``kitchen serve`` trains and samples with: kitchen port implementations.
+
+The server only talks to the :class:`~kitchen.ports.TrainingClient` and
+:class:`~kitchen.ports.SamplingClient` protocols. A backend says how to make them:
+
+- ``hf``: the hf adapter (``--model-spec`` JSON, or a local model path), the real backend;
+- ``noop``: the deterministic in-memory adapter, for tests and smoke runs;
+- ``package.module:factory``: anything else; ``factory(model_spec, model_name)`` returns a
+  :class:`Backend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from kitchen.errors import UsageError
+from kitchen.ports.sampling import SamplingClient
+from kitchen.ports.training import TrainingClient
+
+
+class Backend(Protocol):
+    #: Model names (``base_model``) this server accepts.
+    def model_names(self) -> list[str]: ...
+
+    def create_training(
+        self, *, base_model: str, lora_rank: int | None, seed: int | None, state_dir: Path
+    ) -> TrainingClient: ...
+
+    def sampling_for_base(self, base_model: str, state_dir: Path) -> SamplingClient: ...
+
+
+def _kwargs_for(fn: Callable[..., Any], candidates: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``candidates`` that ``fn`` accepts (adapters differ in their knobs)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return candidates
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return candidates
+    return {k: v for k, v in candidates.items() if k in params and v is not None}
+
+
+class _BaseBackend:
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+
+    def model_names(self) -> list[str]:
+        return [self.model_name]
+
+    def check_model(self, base_model: str) -> None:
+        if base_model not in self.model_names():
+            raise ValueError(
+                f"base_model {base_model!r} is not served here; this server serves "
+                f"{', '.join(repr(m) for m in self.model_names())}"
+            )
+
+    def create_training(
+        self, *, base_model: str, lora_rank: int | None, seed: int | None, state_dir: Path
+    ) -> TrainingClient:
+        raise NotImplementedError
+
+    def sampling_for_base(self, base_model: str, state_dir: Path) -> SamplingClient:
+        # A fresh (untrained) model snapshot is exactly the base model's sampler.
+        client = self.create_training(
+            base_model=base_model, lora_rank=None, seed=0, state_dir=state_dir
+        )
+        return client.save_weights_and_get_sampling_client("base")
+
+
+class NoopBackend(_BaseBackend):
+    def __init__(self, spec: dict[str, Any], model_name: str | None) -> None:
+        super().__init__(model_name or str(spec.get("name", "noop-tiny")))
+        self.spec = spec
+        self.vocab_size = int(spec.get("vocab_size", 512))
+
+    def create_training(
+        self, *, base_model: str, lora_rank: int | None, seed: int | None, state_dir: Path
+    ) -> TrainingClient:
+        self.check_model(base_model)
+        noop = importlib.import_module("kitchen.adapters.noop")
+        cls = noop.NoopTrainingClient
+        kwargs = _kwargs_for(
+            cls,
+            {
+                "model_name": base_model,
+                "vocab_size": self.vocab_size,
+                "seed": int(seed or 0),
+                "lora_rank": lora_rank,
+                "state_dir": str(state_dir),
+            },
+        )
+        client: TrainingClient = cls(**kwargs)
+        return client
+
+
+class HfBackend(_BaseBackend):
+    def __init__(self, spec: dict[str, Any], model_name: str | None) -> None:
+        name = model_name or spec.get("name") or spec.get("model_name") or spec.get("path")
+        super().__init__(str(name or "kitchen-hf"))
+        self.spec = dict(spec)
+
+    def _spec(self, lora_rank: int | None, seed: int | None) -> Any:
+        ms = importlib.import_module("kitchen.adapters.hf.model_spec")
+        data = dict(self.spec)
+        data.pop("name", None) if "name" not in ms.ModelSpec.model_fields else None
+        if lora_rank is not None and data.get("mode", "lora") != "full":
+            lora = dict(data.get("lora") or {})
+            lora["rank"] = int(lora_rank)
+            data["lora"] = lora
+        if seed is not None and "seed" in ms.ModelSpec.model_fields:
+            data["seed"] = int(seed)
+        return ms.ModelSpec.model_validate(data)
+
+    def create_training(
+        self, *, base_model: str, lora_rank: int | None, seed: int | None, state_dir: Path
+    ) -> TrainingClient:
+        self.check_model(base_model)
+        training = importlib.import_module("kitchen.adapters.hf.training")
+        cls = training.HfTrainingClient
+        spec = self._spec(lora_rank, seed)
+        kwargs = _kwargs_for(cls, {"state_dir": str(state_dir), "seed": seed})
+        client: TrainingClient = cls(spec, **kwargs)
+        return client
+
+
+def _parse_spec(model_spec: str | None, model: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if model_spec:
+        text = model_spec
+        if not model_spec.lstrip().startswith("{") and Path(model_spec).is_file():
+            text = Path(model_spec).read_text(encoding="utf-8")
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--model-spec is not valid JSON (or a JSON file): {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise UsageError("--model-spec must be a JSON object")
+        spec = loaded
+    if model:
+        spec.setdefault("path", model)
+    return spec
+
+
+def load_backend(
+    name: str,
+    *,
+    model_spec: str | None = None,
+    model: str | None = None,
+    model_name: str | None = None,
+) -> Backend:
+    spec = _parse_spec(model_spec, model)
+    if name == "noop":
+        return NoopBackend(spec, model_name)
+    if name == "hf":
+        if not spec:
+            raise UsageError("--backend hf needs --model-spec JSON or --model PATH")
+        return HfBackend(spec, model_name)
+    if ":" in name:
+        mod_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(
+                f"--backend {name!r}: cannot import {mod_name}:{attr} ({exc})"
+            ) from exc
+        backend: Backend = factory(spec, model_name)
+        return backend
+    raise UsageError(f"unknown --backend {name!r}; choose hf, noop or package.module:factory")
