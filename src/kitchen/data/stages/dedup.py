@@ -1,0 +1,162 @@
+"""Deduplicate: exact (sha256 of the normalised text) then near-duplicate (MinHash LSH).
+
+Documents are visited in ``id`` order and the first of each group is kept, so the result
+is deterministic. Near duplicates use :mod:`datasketch`: each document's shingles (``k``
+consecutive whitespace-separated tokens) feed a ``MinHash`` with ``num_perm``
+permutations; an LSH index with ``threshold`` proposes candidates among the documents
+kept so far, and a document is dropped when its estimated Jaccard similarity with the most
+similar candidate is at least ``threshold``.
+
+``dedup.json`` records the counts before and after and maps every dropped document to the
+kept document it duplicates::
+
+    {"stats": {"before": 12, "after": 9, "exact_dropped": 2, "near_dropped": 1},
+     "dropped": [{"id": "code/b.py", "duplicate_of": "code/a.py", "kind": "exact",
+                  "similarity": 1.0}, ...]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from kitchen.context import Context
+from kitchen.data.stages.manifest import (
+    DataStage,
+    read_manifest,
+    read_records,
+    state_path,
+    write_manifest,
+    write_records,
+)
+from kitchen.data.stages.normalise import documents_path
+from kitchen.optional import require
+
+_TOKEN = re.compile(r"\S+")
+
+
+def shingles(text: str, k: int) -> set[bytes]:
+    """The set of ``k``-token shingles of ``text`` (the whole text if it is shorter)."""
+    toks = _TOKEN.findall(text)
+    if len(toks) <= k:
+        return {" ".join(toks).encode()}
+    return {" ".join(toks[i : i + k]).encode() for i in range(len(toks) - k + 1)}
+
+
+def dedup_records(
+    docs: list[dict[str, Any]],
+    *,
+    near: bool = True,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    k: int = 5,
+    seed: int = 1,
+    text_field: str = "text",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(kept, dropped)``; each dropped entry is ``{id, duplicate_of, kind, similarity}``."""
+    ordered = sorted(docs, key=lambda d: str(d["id"]))
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    by_hash: dict[str, str] = {}
+    lsh = minhashes = None
+    if near:
+        ds = require("datasketch", "data")
+        lsh = ds.MinHashLSH(threshold=threshold, num_perm=num_perm)
+        minhashes = {}
+    for d in ordered:
+        text = d[text_field]
+        h = d.get("sha256") or _sha(text)
+        if h in by_hash:
+            dropped.append(
+                {"id": d["id"], "duplicate_of": by_hash[h], "kind": "exact", "similarity": 1.0}
+            )
+            continue
+        if near:
+            assert lsh is not None and minhashes is not None
+            m = ds.MinHash(num_perm=num_perm, seed=seed)
+            m.update_batch(sorted(shingles(text, k)))
+            best, best_sim = None, -1.0
+            for cand in sorted(lsh.query(m)):
+                sim = float(m.jaccard(minhashes[cand]))
+                if sim > best_sim:
+                    best, best_sim = cand, sim
+            if best is not None and best_sim >= threshold:
+                dropped.append(
+                    {
+                        "id": d["id"],
+                        "duplicate_of": best,
+                        "kind": "near",
+                        "similarity": round(best_sim, 4),
+                    }
+                )
+                continue
+            lsh.insert(d["id"], m)
+            minhashes[d["id"]] = m
+        by_hash[h] = d["id"]
+        kept.append(d)
+    return kept, dropped
+
+
+def _sha(text: str) -> str:
+    from kitchen.data.stages.manifest import sha256_text
+
+    return sha256_text(text)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Dedup(DataStage):
+    """Deduplicate the documents of the normalise manifest at ``ctx.state[input]``."""
+
+    input: str = "normalised"
+    output: str = "deduped"
+    near: bool = True
+    threshold: float = 0.8
+    num_perm: int = 128
+    shingle: int = 5
+    seed: int = 1
+
+    kind = "dedup"
+
+    def __call__(self, ctx: Context) -> dict[str, Any]:
+        src = state_path(ctx, self.input, "normalise manifest")
+        read_manifest(src, "normalise")
+        docs = read_records(documents_path(src), required=("id", "text"))
+        kept, dropped = dedup_records(
+            docs,
+            near=self.near,
+            threshold=self.threshold,
+            num_perm=self.num_perm,
+            k=self.shingle,
+            seed=self.seed,
+        )
+        out = self.dir()
+        digest = write_records(out / "documents.jsonl", kept)
+        path = out / "dedup.json"
+        write_manifest(
+            path,
+            "dedup",
+            {
+                "documents": {"file": "documents.jsonl", "sha256": digest, "count": len(kept)},
+                "params": {
+                    "near": self.near,
+                    "threshold": self.threshold,
+                    "num_perm": self.num_perm,
+                    "shingle": self.shingle,
+                    "seed": self.seed,
+                },
+                "stats": {
+                    "before": len(docs),
+                    "after": len(kept),
+                    "exact_dropped": sum(1 for x in dropped if x["kind"] == "exact"),
+                    "near_dropped": sum(1 for x in dropped if x["kind"] == "near"),
+                },
+                "dropped": dropped,
+            },
+        )
+        return {self.output: str(path)}
+
+
+def kept_documents(manifest: str | Path) -> list[dict[str, Any]]:
+    return read_records(documents_path(manifest), required=("id", "text"))
