@@ -25,6 +25,9 @@ ENTRY_POINT_GROUP = "kitchen.recipes"
 # Built-ins are import paths so `kitchen list` stays fast and torch-free.
 _BUILTINS: dict[str, str] = {
     "sft": "kitchen.recipes.builtin:sft",
+    "rl": "kitchen.recipes.rl:rl",
+    "dpo": "kitchen.recipes.dpo:dpo",
+    "distill": "kitchen.recipes.distill:distill",
 }
 
 _lock = threading.Lock()

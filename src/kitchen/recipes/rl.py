@@ -1,0 +1,15 @@
+"""The ``rl`` recipe."""
+
+from __future__ import annotations
+
+from kitchen.recipes.recipe import Recipe
+from kitchen.workflows.reinforcement import RLConfig, rl_workflow
+
+
+def rl() -> Recipe:
+    return Recipe(
+        name="rl",
+        description="RL on env groups (GRPO/RLOO advantages, importance sampling or PPO).",
+        config_model=RLConfig,
+        build=rl_workflow,
+    )
