@@ -25,16 +25,33 @@ def backend_args() -> list[str]:
     try:
         from kitchen.adapters.noop import NoopTrainingClient  # noqa: F401
 
-        return ["--backend", "noop", "--model-name", "noop-tiny",
-                "--model-spec", '{"vocab_size": 64}']
+        return [
+            "--backend",
+            "noop",
+            "--model-name",
+            "noop-tiny",
+            "--model-spec",
+            '{"vocab_size": 64}',
+        ]
     except ImportError:
-        return ["--backend", "tests.remote.fake_backend:factory", "--model-name", "noop-tiny",
-                "--model-spec", '{"vocab_size": 64}']
+        return [
+            "--backend",
+            "tests.remote.fake_backend:factory",
+            "--model-name",
+            "noop-tiny",
+            "--model-spec",
+            '{"vocab_size": 64}',
+        ]
 
 
 class Server:
-    def __init__(self, data_dir: Path, args: list[str] | None = None, port: int | None = None,
-                 token: str = TOKEN) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        args: list[str] | None = None,
+        port: int | None = None,
+        token: str = TOKEN,
+    ) -> None:
         self.data_dir = data_dir
         self.args = list(args) if args is not None else backend_args()
         self.port = port or free_port()
@@ -49,10 +66,22 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-        cmd = [sys.executable, "-m", "kitchen", "serve", "--port", str(self.port),
-               "--token", self.token, "--data-dir", str(self.data_dir), *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "kitchen",
+            "serve",
+            "--port",
+            str(self.port),
+            "--token",
+            self.token,
+            "--data-dir",
+            str(self.data_dir),
+            *self.args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT
+        )
         import httpx
 
         deadline = time.monotonic() + timeout

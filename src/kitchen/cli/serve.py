@@ -38,6 +38,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model-name", default=None, help="base_model name clients use")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="request body size limit (MiB)")
     p.add_argument("--session-ttl", type=float, default=600.0, help="seconds without heartbeat")
+    p.add_argument(
+        "--seq-gap-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a model waits for a request that never arrived before skipping it",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)
 
@@ -78,6 +84,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         session_ttl_s=args.session_ttl,
         backend_name=args.backend,
+        seq_gap_s=args.seq_gap_timeout,
     )
     app = create_app(backend, config)
     print(

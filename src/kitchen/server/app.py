@@ -41,6 +41,8 @@ class ServerConfig:
     #: How long one ``retrieve_future`` call waits for a result before "try again".
     poll_s: float = 20.0
     session_ttl_s: float = 600.0
+    #: How long a model waits for a missing seq_id before skipping it.
+    seq_gap_s: float = 30.0
     backend_name: str = "custom"
     use_pyqwest_transport: bool = False
 
@@ -91,6 +93,7 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
             loop,
             session_ttl_s=config.session_ttl_s,
             backend_name=config.backend_name,
+            seq_gap_s=config.seq_gap_s,
         )
 
         async def janitor() -> None:

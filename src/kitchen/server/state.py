@@ -195,7 +195,9 @@ class ServerState:
         *,
         session_ttl_s: float = 600.0,
         backend_name: str = "custom",
+        seq_gap_s: float = 30.0,
     ) -> None:
+        self.seq_gap_s = seq_gap_s
         self.backend = backend
         self.backend_name = backend_name
         self.store = store
@@ -333,11 +335,41 @@ class ServerState:
                 return job
             entry.seen[seq_id] = job.request_id
             entry.pending[seq_id] = (job, run)
-            while entry.next_seq in entry.pending:
-                job_, run_ = entry.pending.pop(entry.next_seq)
-                entry.dispatcher.submit(self._guard, entry, job_, run_)
-                entry.next_seq += 1
+            self._drain(entry)
+            if entry.pending:
+                self._arm_gap_timer(entry, entry.next_seq)
         return job
+
+    def _drain(self, entry: ModelEntry) -> None:
+        while entry.next_seq in entry.pending:
+            job_, run_ = entry.pending.pop(entry.next_seq)
+            entry.dispatcher.submit(self._guard, entry, job_, run_)
+            entry.next_seq += 1
+
+    def _arm_gap_timer(self, entry: ModelEntry, waiting_for: int) -> None:
+        """If ``waiting_for`` never arrives (the client gave up on it, e.g. after a 413),
+        skip it after ``seq_gap_s`` so the model's later requests are not stuck forever."""
+
+        def fire() -> None:
+            with entry.lock:
+                if entry.next_seq != waiting_for or not entry.pending:
+                    return
+                nxt = min(entry.pending)
+                log.warning(
+                    "model %s: seq_id %d..%d never arrived; skipping to %d",
+                    entry.model_id,
+                    waiting_for,
+                    nxt - 1,
+                    nxt,
+                )
+                entry.next_seq = nxt
+                self._drain(entry)
+                if entry.pending:
+                    self._arm_gap_timer(entry, entry.next_seq)
+
+        timer = threading.Timer(self.seq_gap_s, fire)
+        timer.daemon = True
+        timer.start()
 
     def _guard(self, entry: ModelEntry, job: Job, run: Callable[[Job], None]) -> None:
         try:

@@ -144,7 +144,9 @@ def sample_response_from_sdk(o: tt.SampleResponse) -> SampleResponse:
     plp = o.prompt_logprobs
     return SampleResponse(
         sequences=seqs,
-        prompt_logprobs=None if plp is None else tuple(None if x is None else float(x) for x in plp),
+        prompt_logprobs=None
+        if plp is None
+        else tuple(None if x is None else float(x) for x in plp),
     )
 
 

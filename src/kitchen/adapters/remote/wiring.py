@@ -64,7 +64,11 @@ def _tokenizer(spec: dict[str, Any]) -> Any:
     name = spec.get("tokenizer", "noop")
     if name in (None, "noop"):
         noop = _local("kitchen.adapters.noop")
-        return None if noop is None else noop.NoopTokenizer(vocab_size=int(spec.get("vocab_size", 512)))
+        return (
+            None
+            if noop is None
+            else noop.NoopTokenizer(vocab_size=int(spec.get("vocab_size", 512)))
+        )
     hf_tok = _local("kitchen.adapters.hf.tokenizer")
     if hf_tok is None:
         raise ConfigError("model.tokenizer", "an HF tokenizer needs the hf extra installed")
