@@ -37,7 +37,7 @@ def get_verifier(name: str | None) -> Verifier:
         return verified_flag
     if name == "none":
         return lambda step, traj: True
-    return load_callable(name)  # type: ignore[arg-type]
+    return load_callable(name)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ def verified_steps(
     total = 0
     for r, row in enumerate(rows):
         steps = row.get("steps")
+        traj: Mapping[str, Any]
         if steps is None:
             steps, traj = [row], {}
         else:

@@ -92,7 +92,7 @@ def load_callable(ref: str) -> Callable[..., Any]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise TypeError(f"{ref} is not callable")
-    return obj  # type: ignore[return-value]
+    return obj
 
 
 REWARDS: dict[str, Callable[[str, Mapping[str, Any]], float]] = {
