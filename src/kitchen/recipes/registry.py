@@ -28,6 +28,7 @@ _BUILTINS: dict[str, str] = {
     "rl": "kitchen.recipes.rl:rl",
     "dpo": "kitchen.recipes.dpo:dpo",
     "distill": "kitchen.recipes.distill:distill",
+    "quickstart": "kitchen.recipes.quickstart:quickstart",
 }
 
 _lock = threading.Lock()

@@ -44,9 +44,14 @@ def load_dataset(ctx: Context) -> dict[str, Any]:
     """Load, tokenize and split the dataset into ``ctx.vars['train'|'eval']`` (replayed)."""
     cfg = _cfg(ctx)
     store = ctx.ports.require("dataset")
-    data = _tokenize(ctx, cfg.dataset, store.load(cfg.dataset), cfg)
-    if cfg.eval_dataset:
-        train, evals = data, _tokenize(ctx, cfg.eval_dataset, store.load(cfg.eval_dataset), cfg)
+    # A setup stage may have produced the data (e.g. the quickstart's prepared corpus).
+    source = ctx.state.get("train_source") or cfg.dataset
+    eval_source = ctx.state.get("eval_source") or cfg.eval_dataset
+    if not source:
+        raise DataError("<config>", None, "dataset", "no dataset given; set dataset=PATH_OR_URL")
+    data = _tokenize(ctx, source, store.load(source), cfg)
+    if eval_source:
+        train, evals = data, _tokenize(ctx, eval_source, store.load(eval_source), cfg)
     else:
         order = list(range(len(data)))
         random.Random(cfg.seed).shuffle(order)
@@ -54,7 +59,7 @@ def load_dataset(ctx: Context) -> dict[str, Any]:
         evals = [data[i] for i in sorted(order[:n_eval])]
         train = [data[i] for i in sorted(order[n_eval:])]
     if not train:
-        raise DataError(cfg.dataset, None, None, "no training rows left after the eval split")
+        raise DataError(source, None, None, "no training rows left after the eval split")
     ctx.vars["train"], ctx.vars["eval"] = train, evals
     return {"num_train": len(train), "num_eval": len(evals)}
 

@@ -24,14 +24,18 @@ def supervised_workflow(
     *,
     name: str = "supervised",
     setup: Sequence[Node] = (),
+    before_training: Sequence[Node] = (),
     finish: Sequence[Node] = (),
 ) -> Workflow:
-    """The workflow; ``setup`` nodes run first (e.g. train a tokenizer), ``finish`` last."""
+    """The workflow. Extension points: ``setup`` nodes run first (e.g. train a tokenizer),
+    ``before_training`` after the session is initialised (e.g. a baseline eval), ``finish``
+    last."""
     return workflow(
         name,
         *setup,
         stage(s.load_dataset, replay=True, outputs=["num_train", "num_eval"]),
         stage(s.init_session, replay=True),
+        *before_training,
         loop(
             "epoch",
             s.epochs,
