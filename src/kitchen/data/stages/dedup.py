@@ -18,6 +18,7 @@ kept document it duplicates::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,11 @@ from typing import Any
 from kitchen.context import Context
 from kitchen.data.stages.manifest import (
     DataStage,
-    read_manifest,
-    read_records,
+    listed_records,
     state_path,
     write_manifest,
     write_records,
 )
-from kitchen.data.stages.normalise import documents_path
 from kitchen.optional import require
 
 _TOKEN = re.compile(r"\S+")
@@ -60,11 +59,13 @@ def dedup_records(
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     by_hash: dict[str, str] = {}
-    lsh = minhashes = None
+    lsh: Any = None
+    minhashes: dict[str, Any] = {}
     if near:
         ds = require("datasketch", "data")
-        lsh = ds.MinHashLSH(threshold=threshold, num_perm=num_perm)
-        minhashes = {}
+        lsh = ds.MinHashLSH(
+            threshold=threshold, num_perm=num_perm, params=_lsh_params(threshold, num_perm)
+        )
     for d in ordered:
         text = d[text_field]
         h = d.get("sha256") or _sha(text)
@@ -74,7 +75,6 @@ def dedup_records(
             )
             continue
         if near:
-            assert lsh is not None and minhashes is not None
             m = ds.MinHash(num_perm=num_perm, seed=seed)
             m.update_batch(sorted(shingles(text, k)))
             best, best_sim = None, -1.0
@@ -99,6 +99,18 @@ def dedup_records(
     return kept, dropped
 
 
+@functools.lru_cache(maxsize=32)
+def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int] | None:
+    """datasketch's (bands, rows) for a threshold; it integrates numerically, so memoise."""
+    try:
+        from datasketch.lsh import _optimal_param
+
+        b, r = _optimal_param(threshold, num_perm, 0.5, 0.5)
+        return int(b), int(r)
+    except Exception:  # private helper moved: let MinHashLSH compute it
+        return None
+
+
 def _sha(text: str) -> str:
     from kitchen.data.stages.manifest import sha256_text
 
@@ -121,8 +133,7 @@ class Dedup(DataStage):
 
     def __call__(self, ctx: Context) -> dict[str, Any]:
         src = state_path(ctx, self.input, "normalise manifest")
-        read_manifest(src, "normalise")
-        docs = read_records(documents_path(src), required=("id", "text"))
+        docs = listed_records(src, "normalise", "documents")
         kept, dropped = dedup_records(
             docs,
             near=self.near,
@@ -159,4 +170,5 @@ class Dedup(DataStage):
 
 
 def kept_documents(manifest: str | Path) -> list[dict[str, Any]]:
-    return read_records(documents_path(manifest), required=("id", "text"))
+    """The documents a dedup manifest kept (checksum-verified)."""
+    return listed_records(manifest, "dedup", "documents")

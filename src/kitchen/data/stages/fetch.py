@@ -143,6 +143,11 @@ class Fetch(DataStage):
     timeout: float = 30.0
     max_file_bytes: int = 2_000_000
     on_error: Literal["reject", "raise"] = "reject"
+    #: Fetch is *not* cached by the stage cache by default: the cache key sees only the
+    #: sources manifest, not the remote content. Fetch is cheap to re-run instead (pinned
+    #: sources are not touched, others are revalidated) and its manifest is content-only,
+    #: so stages downstream still hit the cache when nothing changed.
+    cacheable: bool = False
 
     kind = "fetch"
 

@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 from kitchen.context import Context
 from kitchen.data.stages.manifest import (
     ShardedStage,
+    listed_records,
     read_manifest,
     read_records,
     state_path,
@@ -184,8 +185,7 @@ class Gate(ShardedStage):
 
     def __call__(self, ctx: Context) -> dict[str, Any]:
         src = state_path(ctx, self.input, "generate manifest")
-        read_manifest(src, "generate")
-        samples = self.select(read_records(Path(src).parent / "samples.jsonl"))
+        samples = self.select(listed_records(src, "generate", "samples"))
         accepted: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         per_check = {c.name: {"checked": 0, "failed": 0} for c in self.checks}
@@ -270,4 +270,5 @@ class Gate(ShardedStage):
 
 
 def accepted_samples(manifest: str | Path) -> list[dict[str, Any]]:
-    return read_records(Path(manifest).parent / "accepted.jsonl")
+    """The samples a gate manifest accepted (checksum-verified)."""
+    return listed_records(manifest, "gate", "accepted")

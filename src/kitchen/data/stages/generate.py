@@ -42,7 +42,6 @@ from kitchen.data.stages.dedup import kept_documents
 from kitchen.data.stages.manifest import (
     DataStage,
     json_hash,
-    read_manifest,
     sha256_text,
     state_path,
     write_manifest,
@@ -259,7 +258,6 @@ class Generate(DataStage):
         if not self.templates and not self.teacher:
             raise UsageError("Generate needs at least one template or teacher task")
         src = state_path(ctx, self.input, "dedup manifest")
-        read_manifest(src, "dedup")
         docs = kept_documents(src)
         samples: list[dict[str, Any]] = []
         counts: dict[str, int] = {}

@@ -127,6 +127,27 @@ def read_records(path: str | Path, *, required: Iterable[str] = ("id",)) -> list
     return out
 
 
+def listed_records(manifest: str | Path, kind: str, entry: str) -> list[Record]:
+    """The records of the file a ``kind`` manifest lists under ``entry``, checksum-verified."""
+    m = Path(manifest)
+    doc = read_manifest(m, kind)
+    info = doc.get(entry)
+    if not isinstance(info, dict) or "file" not in info:
+        raise DataError(str(m), None, entry, f"the {kind} manifest lists no {entry} file")
+    path = m.parent / str(info["file"])
+    if not path.is_file():
+        raise DataError(str(path), None, None, f"listed by {m.name} but missing; re-run {kind}")
+    if info.get("sha256") and file_sha256(path) != info["sha256"]:
+        raise DataError(
+            str(path),
+            None,
+            None,
+            f"changed since {m.name} was written (sha256 differs); re-run the {kind} stage "
+            "instead of editing its output",
+        )
+    return read_records(path)
+
+
 def state_path(ctx: Context, key: str, what: str) -> Path:
     """The path stored in ``ctx.state[key]``, or a UsageError saying how to provide it."""
     value = ctx.state.get(key)
@@ -194,6 +215,9 @@ class DataStage:
         return CachePolicy(
             inputs=self.cache_inputs(), version=f"{code_version(type(self))}{self.version}"
         )
+
+    def __call__(self, ctx: Context) -> dict[str, Any]:
+        raise NotImplementedError
 
     def dir(self) -> Path:
         d = Path(self.out_dir)

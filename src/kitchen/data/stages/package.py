@@ -120,7 +120,6 @@ class Package(DataStage):
 
     def __call__(self, ctx: Context) -> dict[str, Any]:
         src = state_path(ctx, self.input, "gate manifest")
-        read_manifest(src, "gate")
         samples = accepted_samples(src)
         origin = str(Path(src).parent / "accepted.jsonl")
         rows: dict[str, dict[str, Any]] = {}
