@@ -13,7 +13,8 @@ from kitchen.rundir import RunDir
 #: Panels in display order: (title, metric keys drawn on it).
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("loss", ("loss", "val_loss")),
-    ("reward", ("reward", "reward/mean", "val_reward", "accuracy", "dpo/accuracy")),
+    ("reward", ("reward", "reward/mean", "val_reward", "accuracy", "dpo/accuracy", "dpo/margin")),
+    ("kl", ("kl", "val_kl", "kl/train_fixed")),
     ("learning rate", ("lr",)),
 )
 
