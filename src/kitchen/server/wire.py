@@ -157,7 +157,7 @@ def encode_forward_backward_output(out: ForwardBackwardOutput) -> bytes:
                 bt = rec.fields[key]
                 bt.data = b"".join(a.tobytes() for a in arrays)
                 bt.offsets = offsets.tobytes()
-                bt.dtype = _pb_dtype(first.dtype)  # type: ignore[assignment]
+                bt.dtype = _pb_dtype(first.dtype)
                 bt.trailing_shape.extend(int(s) for s in first.shape[1:])
             start = end
     return msg.SerializeToString()

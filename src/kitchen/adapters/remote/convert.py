@@ -31,6 +31,7 @@ from kitchen.ports.types import (
     SaveWeightsForSamplerResponse,
     SaveWeightsResponse,
     TensorData,
+    TensorDtype,
 )
 
 T = TypeVar("T")
@@ -88,7 +89,7 @@ def sampling_params_to_sdk(p: SamplingParams) -> tt.SamplingParams:
 
 def tensor_from_sdk(t: tt.TensorData) -> TensorData:
     arr = np.asarray(t.to_numpy() if hasattr(t, "to_numpy") else t.data)
-    dtype = "int64" if t.dtype == "int64" else "float32"
+    dtype: TensorDtype = "int64" if t.dtype == "int64" else "float32"
     shape = tuple(t.shape) if t.shape else (int(arr.size),)
     return TensorData(tuple(arr.reshape(-1).tolist()), dtype, shape)
 
@@ -151,7 +152,14 @@ def sample_response_from_sdk(o: tt.SampleResponse) -> SampleResponse:
 
 
 def model_input_from_sdk(m: tt.ModelInput) -> ModelInput:
-    return ModelInput(tuple(EncodedTextChunk(tuple(c.tokens)) for c in m.chunks))
+    chunks = []
+    for c in m.chunks:
+        if not isinstance(c, tt.EncodedTextChunk):
+            raise ValueError(
+                f"kitchen's ModelInput holds token chunks only, not {type(c).__name__}"
+            )
+        chunks.append(EncodedTextChunk(tuple(c.tokens)))
+    return ModelInput(tuple(chunks))
 
 
 # -- futures ---------------------------------------------------------------------------

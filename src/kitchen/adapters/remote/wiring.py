@@ -89,12 +89,17 @@ def build_ports(config: Any, run: Any = None) -> Ports:
     sampling = RemoteSamplingClient.for_base_model(training.connection)
     spec = dict(getattr(config, "model", None) or {})
     noop = _local("kitchen.adapters.noop")
+
+    def local(name: str) -> Any:
+        cls = getattr(noop, name, None)
+        return cls() if cls is not None else None
+
     return Ports(
         training=training,
         sampling=sampling,
-        dataset=noop.NoopDatasetStore() if noop is not None else None,
-        blob=noop.NoopBlobStore() if noop is not None else None,
-        hub=noop.NoopHubClient() if noop is not None else None,
-        metrics=noop.NoopMetricsStore() if noop is not None else None,
+        dataset=local("NoopDatasetStore"),
+        blob=local("NoopBlobStore"),
+        hub=local("NoopHubClient"),
+        metrics=local("NoopMetricsStore"),
         tokenizer=_tokenizer(spec),
     )
