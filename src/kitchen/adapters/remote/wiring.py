@@ -63,12 +63,8 @@ def _local(module: str) -> Any:
 def _tokenizer(spec: dict[str, Any]) -> Any:
     name = spec.get("tokenizer", "noop")
     if name in (None, "noop"):
-        noop = _local("kitchen.adapters.noop")
-        return (
-            None
-            if noop is None
-            else noop.NoopTokenizer(vocab_size=int(spec.get("vocab_size", 512)))
-        )
+        cls = getattr(_local("kitchen.adapters.noop"), "NoopTokenizer", None)
+        return None if cls is None else cls(vocab_size=int(spec.get("vocab_size", 512)))
     hf_tok = _local("kitchen.adapters.hf.tokenizer")
     if hf_tok is None:
         raise ConfigError("model.tokenizer", "an HF tokenizer needs the hf extra installed")
