@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
     from rich.table import Table
+    from tests.remote.server import Server
 
     from kitchen.adapters.remote import RemoteConfig, RemoteTrainingClient
     from kitchen.server.backends import load_backend
-    from tests.remote.server import Server
 
     backend = load_backend(
         opts["--backend"], model_spec=opts.get("--model-spec"), model_name=opts.get("--model-name")
