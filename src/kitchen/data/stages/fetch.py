@@ -18,8 +18,10 @@
   could be fetched.
 
 Outputs ``ctx.state[output]`` = path of ``fetch.json``. Its content depends only on what
-was fetched (never on timings or on whether a source was re-used), so a re-run that changes
-nothing leaves the downstream cache keys unchanged; per-run details go to ``fetch-log.json``.
+was fetched (names, commits, paths, sha256s - never URLs, timings or whether a source was
+re-used), so a re-run that changes nothing leaves the downstream cache keys unchanged.
+URLs and revalidation data go to ``fetch-state.json``, per-run statuses to
+``fetch-log.json``.
 """
 
 from __future__ import annotations
@@ -52,9 +54,13 @@ from kitchen.data.stages.manifest import (
 )
 from kitchen.data.stages.sources import SourceSpec, load_sources
 from kitchen.errors import DataError, KitchenError
-from kitchen.io import atomic_write_json
+from kitchen.io import atomic_write_json, read_json
 
 T = TypeVar("T")
+
+#: Where a source came from (in ``fetch-state.json``), kept out of the content manifest so
+#: that serving the same bytes from another URL or port leaves downstream cache keys alone.
+_ORIGIN = ("url", "fingerprint", "validator")
 
 
 class FetchError(Exception):
@@ -202,9 +208,12 @@ class Fetch(DataStage):
         }
         write_records(out / "rejected.jsonl", rejected)
         atomic_write_json(out / "fetch-log.json", {"sources": log})
+        origins = {e["name"]: {k: e[k] for k in _ORIGIN if k in e} for e in entries}
+        atomic_write_json(out / "fetch-state.json", {"sources": origins})
+        content = [{k: v for k, v in e.items() if k not in _ORIGIN} for e in entries]
         path = out / "fetch.json"
         write_manifest(
-            path, "fetch", {"blob_prefix": self.prefix, "sources": entries, "stats": stats}
+            path, "fetch", {"blob_prefix": self.prefix, "sources": content, "stats": stats}
         )
         if not files:
             raise DataError(
@@ -222,9 +231,14 @@ class Fetch(DataStage):
             return {}
         try:
             doc = read_manifest(path, "fetch")
-        except KitchenError:
+            origins = read_json(path.parent / "fetch-state.json")["sources"]
+        except (KitchenError, OSError, ValueError, KeyError):
             return {}  # a damaged previous manifest only costs a re-fetch
-        return {e["name"]: e for e in doc.get("sources", []) if "error" not in e}
+        return {
+            e["name"]: e | origins.get(e["name"], {})
+            for e in doc.get("sources", [])
+            if "error" not in e
+        }
 
     def _base_entry(self, spec: SourceSpec) -> dict[str, Any]:
         e: dict[str, Any] = {

@@ -230,13 +230,15 @@ class Package(DataStage):
     def _sources(self, ctx: Context, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         used = Counter(r["provenance"].get("source") for r in rows.values())
         if self.sources_input:
-            fetch = read_manifest(state_path(ctx, self.sources_input, "fetch manifest"), "fetch")
+            fpath = state_path(ctx, self.sources_input, "fetch manifest")
+            fetch = read_manifest(fpath, "fetch")
+            try:
+                origins = read_json(fpath.parent / "fetch-state.json")["sources"]
+            except (OSError, ValueError, KeyError):
+                origins = {}
             return [
-                {
-                    k: s.get(k)
-                    for k in ("name", "kind", "url", "commit", "content")
-                    if s.get(k) is not None
-                }
+                {k: s.get(k) for k in ("name", "kind", "commit", "content") if s.get(k) is not None}
+                | {"url": origins.get(s["name"], {}).get("url")}
                 | {"files": len(s.get("files", [])), "samples": used.get(s["name"], 0)}
                 for s in fetch["sources"]
                 if "error" not in s
