@@ -107,12 +107,9 @@ class HfBackend(_BaseBackend):
     def _spec(self, lora_rank: int | None, seed: int | None) -> Any:
         ms = importlib.import_module("kitchen.adapters.hf.model_spec")
         data = dict(self.spec)
-        data.pop("name", None) if "name" not in ms.ModelSpec.model_fields else None
         if lora_rank is not None and data.get("mode", "lora") != "full":
-            lora = dict(data.get("lora") or {})
-            lora["rank"] = int(lora_rank)
-            data["lora"] = lora
-        if seed is not None and "seed" in ms.ModelSpec.model_fields:
+            data["lora"] = {**dict(data.get("lora") or {}), "rank": int(lora_rank)}
+        if seed is not None:
             data["seed"] = int(seed)
         return ms.ModelSpec.model_validate(data)
 
