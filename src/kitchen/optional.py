@@ -10,7 +10,7 @@ from kitchen.errors import AdapterUnavailable
 INSTALL_HINTS = {
     "hf": "pip install 'kitchen[hf]' -c constraints.txt",
     "remote": "pip install 'kitchen[remote]'",
-    "server": "pip install 'kitchen[server]'",
+    "server": "pip install 'kitchen[server,remote]'",
     "tensorboard": "pip install 'kitchen[tensorboard]'",
     "mlflow": "pip install 'kitchen[mlflow]'",
     "otel": "pip install 'kitchen[otel]'",
