@@ -1,0 +1,287 @@
+"""What model to train and how: a validated spec, and the loader that builds it.
+
+A :class:`ModelSpec` names exactly one source — a local ``path``, a ``hub_id`` (fetched only
+when the hub is reachable; with ``HF_HUB_OFFLINE`` set only the local cache is used) or a
+``config`` dict for a small model built from scratch — and a training ``mode``:
+
+- ``full``: every parameter trains;
+- ``lora``: a peft LoRA adapter over frozen base weights;
+- ``qlora``: base weights quantised to 4-bit NF4 with bitsandbytes (works on CPU with
+  bitsandbytes >= 0.49), ``prepare_model_for_kbit_training``, then LoRA.
+
+:func:`load_model` does the heavy work; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kitchen.errors import UsageError
+
+Mode = Literal["lora", "qlora", "full"]
+DType = Literal["float32", "bfloat16", "float16", "auto"]
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+class LoraSpec(BaseModel):
+    """LoRA adapter settings (peft ``LoraConfig``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: Annotated[int, Field(ge=1)] = 8
+    alpha: Annotated[int, Field(gt=0)] = 16
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    #: ``"all-linear"`` = every linear projection except the output head (peft's shorthand).
+    target_modules: str | list[str] = "all-linear"
+
+
+class QuantSpec(BaseModel):
+    """4-bit quantisation settings used by ``mode="qlora"``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    #: Matmul dtype of the quantised layers; ``None`` = float32 on CPU, bfloat16 on GPU.
+    compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+
+
+class ModelSpec(BaseModel):
+    """A model to train: one source (``path`` | ``hub_id`` | ``config``) plus a mode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    path: str | None = None
+    hub_id: str | None = None
+    revision: str | None = None
+    #: Architecture for a model from scratch, e.g. ``{"model_type": "llama", "hidden_size": 64}``.
+    config: dict[str, Any] | None = None
+    mode: Mode = "lora"
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    quant: QuantSpec = Field(default_factory=QuantSpec)
+    dtype: DType = "float32"
+    #: Seeds the from-config init and the LoRA init (global RNG state is left untouched).
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        given = [k for k in ("path", "hub_id", "config") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "ModelSpec needs exactly one of path, hub_id or config "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        if self.config is not None and "model_type" not in self.config:
+            raise ValueError('ModelSpec.config needs a "model_type" key, e.g. "llama"')
+        return self
+
+    @property
+    def is_lora(self) -> bool:
+        return self.mode in ("lora", "qlora")
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.path:
+            return os.path.basename(os.path.normpath(self.path)) or self.path
+        if self.hub_id:
+            return self.hub_id
+        assert self.config is not None
+        return f"{self.config['model_type']}-from-config"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to train, with what the adapter needs to know about it."""
+
+    model: Any
+    spec: ModelSpec
+    device: torch.device
+    vocab_size: int
+
+    def trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """Trainable parameters by name, in a stable order (optimizer state is keyed on it)."""
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch inside the block and give the caller's global RNG state back afterwards."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _compute_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
+    if spec.quant.compute_dtype is not None:
+        return _DTYPES[spec.quant.compute_dtype]
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _bnb_config(spec: ModelSpec, device: torch.device) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=spec.quant.quant_type,
+        bnb_4bit_use_double_quant=spec.quant.double_quant,
+        bnb_4bit_compute_dtype=_compute_dtype(spec, device),
+    )
+
+
+def _torch_dtype(spec: ModelSpec) -> Any:
+    return "auto" if spec.dtype == "auto" else _DTYPES[spec.dtype]
+
+
+def _pretrained_kwargs(spec: ModelSpec, device: torch.device) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(spec)}
+    if spec.trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    if spec.attn_implementation:
+        kwargs["attn_implementation"] = spec.attn_implementation
+    if spec.mode == "qlora":
+        kwargs["quantization_config"] = _bnb_config(spec, device)
+        # bitsandbytes places quantised weights as they load; it needs an explicit map.
+        kwargs["device_map"] = {"": str(device)}
+        if kwargs["dtype"] == torch.float32 or kwargs["dtype"] == "auto":
+            kwargs["dtype"] = _compute_dtype(spec, device)
+    return kwargs
+
+
+def _from_config(spec: ModelSpec, device: torch.device) -> Any:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg_dict = dict(spec.config or {})
+    model_type = cfg_dict.pop("model_type")
+    config = AutoConfig.for_model(model_type, **cfg_dict)
+    if spec.attn_implementation:
+        config._attn_implementation = spec.attn_implementation
+    dtype = torch.float32 if spec.dtype == "auto" else _DTYPES[spec.dtype]
+    with seeded(spec.seed, torch.device("cpu")):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if spec.mode != "qlora":
+        return model
+    # bitsandbytes quantises while loading from disk, so round-trip the fresh weights through
+    # a scratch directory (deleted right away; no checkpoint semantics, hence no io.py).
+    with tempfile.TemporaryDirectory(prefix="kitchen-qlora-") as tmp:
+        model.save_pretrained(tmp)
+        del model
+        return AutoModelForCausalLM.from_pretrained(tmp, **_pretrained_kwargs(spec, device))
+
+
+def _from_source(spec: ModelSpec, device: torch.device) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    kwargs = _pretrained_kwargs(spec, device)
+    if spec.path is not None:
+        if not os.path.isdir(spec.path):
+            raise UsageError(f"ModelSpec.path {spec.path!r} is not a directory")
+        return AutoModelForCausalLM.from_pretrained(spec.path, **kwargs)
+    assert spec.hub_id is not None
+    offline = hub_offline()
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            spec.hub_id, revision=spec.revision, local_files_only=offline, **kwargs
+        )
+    except OSError as exc:
+        if offline:
+            raise UsageError(
+                f"model {spec.hub_id!r} is not in the local Hugging Face cache and "
+                "HF_HUB_OFFLINE is set; download it on a connected machine "
+                f"(huggingface-cli download {spec.hub_id}) or point ModelSpec.path at a copy"
+            ) from exc
+        raise UsageError(f"cannot load model {spec.hub_id!r} from the hub: {exc}") from exc
+
+
+def _apply_mode(model: Any, spec: ModelSpec) -> Any:
+    if spec.mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if spec.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if spec.mode == "qlora":
+        with warnings.catch_warnings():
+            # peft calls a transformers API deprecated in v5; nothing for users to act on.
+            warnings.simplefilter("ignore", FutureWarning)
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=spec.gradient_checkpointing
+            )
+    elif spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    cfg = LoraConfig(
+        r=spec.lora.rank,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=spec.lora.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    with seeded(spec.seed + 1, torch.device("cpu")):
+        return get_peft_model(model, cfg)
+
+
+def load_base(spec: ModelSpec, device: str | torch.device = "cpu") -> Any:
+    """The base model named by ``spec`` (quantised for qlora), without any adapter."""
+    dev = torch.device(device)
+    model = _from_config(spec, dev) if spec.config is not None else _from_source(spec, dev)
+    if spec.mode != "qlora":
+        model = model.to(dev)
+    else:
+        _disable_cpu_repack(model)
+    return model
+
+
+def _disable_cpu_repack(model: Any) -> None:
+    """Turn off bitsandbytes' CPU inference fast path on every 4-bit layer.
+
+    In eval mode without grad, ``Linear4bit`` on an AVX512-BF16 CPU repacks its weight *in
+    place* into another layout. That breaks here three ways: the weight is shared between the
+    training model and sampling snapshots (and training-mode matmuls expect the original
+    layout), results would differ between ``forward`` and ``forward_backward``, and the repack
+    fails outright for layers narrower than the quantisation block (tiny test models).
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedModel:
+    """Build the model for ``spec`` on ``device`` with the right parameters trainable."""
+    dev = torch.device(device)
+    model = _apply_mode(load_base(spec, dev), spec)
+    emb = model.get_input_embeddings()
+    vocab = int(emb.num_embeddings) if emb is not None else int(model.config.vocab_size)
+    return LoadedModel(model=model, spec=spec, device=dev, vocab_size=vocab)
+
+
+def is_4bit(param: Any) -> bool:
+    """Whether ``param`` is a bitsandbytes 4-bit weight."""
+    return type(param).__name__ == "Params4bit"

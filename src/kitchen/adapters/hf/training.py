@@ -1,0 +1,384 @@
+"""``TrainingClient`` over a local transformers/peft model.
+
+One :class:`~kitchen.ports.futures.SerialWorker` thread owns the model: every call is
+queued on it and returns a future at once, so a workflow can submit ``forward_backward``
+and ``optim_step`` for step N+1 while step N computes, and calls still run strictly in
+submission order. The model loads lazily on that thread at first use (or on ``load()``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kitchen.adapters.hf import state as st
+from kitchen.adapters.hf.batch import Batch, collate
+from kitchen.adapters.hf.losses import compute_loss, token_logprobs
+from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_model
+from kitchen.adapters.hf.sampling import HfSamplingClient
+from kitchen.errors import CheckpointError
+from kitchen.ports import losses as ref
+from kitchen.ports.futures import KFuture, SerialWorker
+from kitchen.ports.types import (
+    AdamParams,
+    Datum,
+    ForwardBackwardOutput,
+    GetInfoResponse,
+    LoadWeightsResponse,
+    LossFnType,
+    ModelData,
+    OptimStepResponse,
+    SaveWeightsForSamplerResponse,
+    SaveWeightsResponse,
+    TensorData,
+)
+from kitchen.ports.validation import validate_datums
+
+
+class HfTrainingClient:
+    """Trains a :class:`ModelSpec` model locally; implements ``kitchen.ports.TrainingClient``.
+
+    ``state_dir`` receives ``save_state`` checkpoints and sampler weights (a fresh temporary
+    directory when omitted). ``seed`` overrides ``spec.seed``.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec | Mapping[str, Any],
+        *,
+        state_dir: str | None = None,
+        device: str = "cpu",
+        seed: int | None = None,
+    ) -> None:
+        spec = spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(dict(spec))
+        if seed is not None:
+            spec = spec.model_copy(update={"seed": int(seed)})
+        self.spec = spec
+        self.device = torch.device(device)
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._worker = SerialWorker("kitchen-hf-train")
+        self._loaded: LoadedModel | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._num_steps = 0
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def load(self) -> KFuture[None]:
+        """Load the model now (on the worker) instead of at the first call."""
+        return self._worker.submit(self._load)
+
+    def _load(self) -> None:
+        self._ensure()
+
+    def close(self) -> None:
+        """Finish queued work and stop the worker thread."""
+        self._worker.shutdown(wait=True)
+
+    @property
+    def model(self) -> Any:
+        """The live model (loads it if needed). Read it only between calls."""
+        return self._worker.submit(lambda: self._ensure().model).result()
+
+    @property
+    def tokenizer_vocab_size(self) -> int:
+        """Rows of the input embedding: the token ids this model accepts."""
+        return self._worker.submit(lambda: self._ensure().vocab_size).result()
+
+    @property
+    def state_dir(self) -> Path:
+        if self._state_dir is None:
+            self._state_dir = Path(tempfile.mkdtemp(prefix="kitchen-hf-state-"))
+        return self._state_dir
+
+    def _ensure(self) -> LoadedModel:
+        if self._loaded is None:
+            self._loaded = load_model(self.spec, self.device)
+        return self._loaded
+
+    # --- forward / backward -----------------------------------------------------------
+
+    def forward_backward(
+        self,
+        data: Sequence[Datum],
+        loss_fn: LossFnType,
+        loss_fn_config: Mapping[str, float] | None = None,
+    ) -> KFuture[ForwardBackwardOutput]:
+        """Compute the loss on ``data`` and accumulate its gradients."""
+        self._check(data, loss_fn, loss_fn_config)
+        return self._worker.submit(self._run, list(data), loss_fn, loss_fn_config, True)
+
+    def forward(
+        self,
+        data: Sequence[Datum],
+        loss_fn: LossFnType,
+        loss_fn_config: Mapping[str, float] | None = None,
+    ) -> KFuture[ForwardBackwardOutput]:
+        """Compute the loss and logprobs without gradients (eval mode)."""
+        self._check(data, loss_fn, loss_fn_config)
+        return self._worker.submit(self._run, list(data), loss_fn, loss_fn_config, False)
+
+    @staticmethod
+    def _check(
+        data: Sequence[Datum], loss_fn: str, loss_fn_config: Mapping[str, float] | None
+    ) -> None:
+        # Fail in the caller's thread, before anything is queued.
+        validate_datums(data, loss_fn)
+        if loss_fn == "ppo":
+            ref.clip_thresholds(loss_fn_config)
+
+    def _logprobs(self, lm: LoadedModel, batch: Batch) -> torch.Tensor:
+        kwargs: dict[str, Any] = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "use_cache": False,
+        }
+        if batch.position_ids is not None:
+            kwargs["position_ids"] = batch.position_ids
+        logits = lm.model(**kwargs).logits
+        return token_logprobs(logits, batch.targets)
+
+    def _run(
+        self,
+        data: list[Datum],
+        loss_fn: str,
+        loss_fn_config: Mapping[str, float] | None,
+        backward: bool,
+    ) -> ForwardBackwardOutput:
+        lm = self._ensure()
+        batch = collate(data, vocab_size=lm.vocab_size, device=lm.device)
+        if backward:
+            lm.model.train()
+            logp = self._logprobs(lm, batch)
+            result = compute_loss(loss_fn, logp, batch, loss_fn_config)
+            result.loss.backward()
+        else:
+            lm.model.eval()
+            with torch.no_grad():
+                logp = self._logprobs(lm, batch)
+                result = compute_loss(loss_fn, logp, batch, loss_fn_config)
+        rows = logp.detach().float().cpu()
+        outputs = tuple(
+            {"logprobs": TensorData(tuple(rows[i, :n].tolist()), "float32")}
+            for i, n in enumerate(batch.lengths)
+        )
+        return ForwardBackwardOutput(
+            loss_fn_output_type="ArrayRecord",
+            loss_fn_outputs=outputs,
+            metrics=result.metrics(batch.num_tokens),
+        )
+
+    # --- optimiser ----------------------------------------------------------------------
+
+    def optim_step(self, adam_params: AdamParams) -> KFuture[OptimStepResponse]:
+        """AdamW step on the accumulated gradients (clipped when asked), then zero them."""
+        return self._worker.submit(self._optim_step, adam_params)
+
+    def _make_optimizer(self, lm: LoadedModel, p: AdamParams) -> torch.optim.Optimizer:
+        params = [param for _, param in lm.trainable()]
+        return torch.optim.AdamW(
+            params,
+            lr=p.learning_rate,
+            betas=(p.beta1, p.beta2),
+            eps=p.eps,
+            weight_decay=p.weight_decay,
+        )
+
+    def _optim_step(self, p: AdamParams) -> OptimStepResponse:
+        lm = self._ensure()
+        if self._optimizer is None:
+            self._optimizer = self._make_optimizer(lm, p)
+        opt = self._optimizer
+        for group in opt.param_groups:
+            # Hyper-parameters may change every step (schedules); apply them in place.
+            group["lr"] = p.learning_rate
+            group["betas"] = (p.beta1, p.beta2)
+            group["eps"] = p.eps
+            group["weight_decay"] = p.weight_decay
+        params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
+        metrics: dict[str, float] = {"learning_rate": p.learning_rate}
+        if params:
+            if p.grad_clip_norm > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, p.grad_clip_norm)
+            else:
+                norm = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(q.grad.detach()) for q in params])
+                )
+            metrics["grad_norm"] = float(norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        self._num_steps += 1
+        metrics["step"] = float(self._num_steps)
+        if not math.isfinite(metrics.get("grad_norm", 0.0)):
+            metrics["nonfinite_grad"] = 1.0
+        return OptimStepResponse(metrics=metrics)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def save_state(
+        self, name: str, user_metadata: Mapping[str, str] | None = None
+    ) -> KFuture[SaveWeightsResponse]:
+        """Checkpoint trainable weights, optimiser and RNG state under ``state_dir/name``.
+
+        Accumulated (not yet applied) gradients are not saved: save between optim steps.
+        """
+        st.check_name(name)
+        meta = dict(user_metadata or {})
+        return self._worker.submit(self._save_state, name, meta)
+
+    def _save_state(self, name: str, meta: dict[str, Any]) -> SaveWeightsResponse:
+        lm = self._ensure()
+        final = self.state_dir / name
+        st.save_checkpoint(
+            final,
+            weights={n: p for n, p in lm.trainable()},
+            optimizer=self._optimizer,
+            num_steps=self._num_steps,
+            spec_json=self.spec.model_dump(mode="json"),
+            user_metadata=meta,
+        )
+        return SaveWeightsResponse(path=str(final.resolve()))
+
+    def load_state(self, path: str) -> KFuture[LoadWeightsResponse]:
+        """Restore weights, optimiser and RNG state so training continues bit-identically."""
+        return self._worker.submit(self._load_state, path)
+
+    def _resolve(self, path: str) -> Path:
+        p = Path(path)
+        if not p.exists() and not p.is_absolute() and self._state_dir is not None:
+            candidate = self._state_dir / path
+            if candidate.exists():
+                return candidate
+        return p
+
+    def _load_state(self, path: str) -> LoadWeightsResponse:
+        directory = self._resolve(path)
+        ckpt = st.read_checkpoint(directory)
+        lm = self._ensure()
+        trainable = lm.trainable()
+        names = [n for n, _ in trainable]
+        saved = ckpt["weights"]
+        if set(saved) != set(names):
+            missing = sorted(set(names) - set(saved))[:3]
+            extra = sorted(set(saved) - set(names))[:3]
+            raise CheckpointError(
+                f"checkpoint {directory} does not fit this model "
+                f"(missing {missing}, unexpected {extra}); was it saved with another ModelSpec?"
+            )
+        with torch.no_grad():
+            for n, param in trainable:
+                src = saved[n]
+                if src.shape != param.shape:
+                    raise CheckpointError(
+                        f"checkpoint {directory}: {n} has shape {tuple(src.shape)}, "
+                        f"model has {tuple(param.shape)}"
+                    )
+                param.copy_(src.to(param.device, param.dtype))
+                param.grad = None
+        opt_js = ckpt["optimizer"]
+        if opt_js.get("hparams") is None:
+            self._optimizer = None
+        else:
+            opt = torch.optim.AdamW([p for _, p in trainable])
+            opt.load_state_dict(st.optimizer_state_dict(ckpt["optimizer_tensors"], opt_js, names))
+            self._optimizer = opt
+        self._num_steps = int(opt_js.get("num_steps", 0))
+        st.restore_rng(ckpt["rng_tensors"], ckpt["rng"])
+        return LoadWeightsResponse(path=str(directory))
+
+    # --- weights for sampling -------------------------------------------------------------
+
+    def save_weights_for_sampler(self, name: str) -> KFuture[SaveWeightsForSamplerResponse]:
+        """Save the adapter (LoRA) or full weights as safetensors; the path loads with
+        :meth:`HfSamplingClient.from_weights`."""
+        st.check_name(name)
+        return self._worker.submit(self._save_for_sampler, name)
+
+    def _save_for_sampler(self, name: str) -> SaveWeightsForSamplerResponse:
+        lm = self._ensure()
+        final = self.state_dir / "sampler_weights" / name
+        tmp = st.staging_dir(final)
+        try:
+            # peft / transformers write these files themselves; fsync them before committing.
+            lm.model.save_pretrained(str(tmp), safe_serialization=True)
+            st.fsync_tree(tmp)
+            from kitchen.io import atomic_write_json
+
+            atomic_write_json(tmp / "kitchen_spec.json", self.spec.model_dump(mode="json"))
+            st.write_marker(tmp)
+            st.commit_dir(tmp, final)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return SaveWeightsForSamplerResponse(path=str(final.resolve()))
+
+    def save_weights_and_get_sampling_client(self, name: str) -> HfSamplingClient:
+        """A sampling client over an in-memory snapshot of the weights as of this call.
+
+        The snapshot is taken on the training worker after every call already submitted, so
+        the returned client is usable at once while training goes on; ``name`` only labels it.
+        """
+        snap = self._worker.submit(self._snapshot)
+        return HfSamplingClient(snap, name=name, seed=self.spec.seed)
+
+    def _snapshot(self) -> Any:
+        model = self._ensure().model
+        # Frozen tensors (the base weights under LoRA, possibly 4-bit) never change, so the
+        # copy shares them; only trainable parameters are duplicated.
+        memo: dict[int, Any] = {id(p): p for p in model.parameters() if not p.requires_grad}
+        for b in model.buffers():
+            memo[id(b)] = b
+        grads = {}
+        for p in model.parameters():
+            if p.grad is not None:
+                grads[id(p)] = p.grad
+                p.grad = None
+        try:
+            snap = copy.deepcopy(model, memo)
+        finally:
+            for p in model.parameters():
+                if id(p) in grads:
+                    p.grad = grads[id(p)]
+        for p in snap.parameters():
+            p.requires_grad_(False)
+        snap.eval()
+        return snap
+
+    # --- info ------------------------------------------------------------------------------
+
+    def get_info(self) -> GetInfoResponse:
+        """Model name, LoRA rank and parameter counts (loads the model if needed)."""
+        return self._worker.submit(self._info).result()
+
+    def _info(self) -> GetInfoResponse:
+        lm = self._ensure()
+        trainable = sum(p.numel() for _, p in lm.trainable())
+        total = sum(_numel(p) for p in lm.model.parameters())
+        name = self.spec.display_name
+        arch = getattr(lm.model.config, "model_type", None)
+        return GetInfoResponse(
+            model_id=name,
+            model_data=ModelData(
+                arch=arch, model_name=name, tokenizer_id=self.spec.path or self.spec.hub_id
+            ),
+            is_lora=self.spec.is_lora,
+            lora_rank=self.spec.lora.rank if self.spec.is_lora else None,
+            model_name=name,
+            trainable_params=int(trainable),
+            total_params=int(total),
+        )
+
+
+def _numel(p: torch.Tensor) -> int:
+    # A 4-bit weight stores two values per byte; count logical elements.
+    shape = getattr(getattr(p, "quant_state", None), "shape", None)
+    if shape is not None:
+        return int(math.prod(shape))
+    return int(p.numel())
