@@ -7,7 +7,7 @@ extra becomes :class:`~kitchen.errors.AdapterUnavailable` with the ``pip install
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kitchen.errors import UsageError
@@ -18,12 +18,38 @@ from kitchen.rundir import RunDir
 ADAPTERS = ("noop", "hf", "remote")
 
 
-def _metrics_stores(run: RunDir | None) -> list[Any]:
-    if run is None:
-        return []
-    from kitchen.adapters.metrics.jsonl import JsonlMetricsStore
+METRICS_SINKS = ("jsonl", "tensorboard", "mlflow", "wandb")
 
-    return [JsonlMetricsStore(run.metrics_path)]
+
+def _sink(name: str, run: RunDir) -> Any:
+    """One metrics sink writing inside the run directory (imports its library lazily)."""
+    if name == "jsonl":
+        from kitchen.adapters.metrics.jsonl import JsonlMetricsStore
+
+        return JsonlMetricsStore(run.metrics_path)
+    if name == "tensorboard":
+        tb = require("kitchen.adapters.metrics.tensorboard", "tensorboard")
+        return tb.TensorBoardMetricsStore(run.root / "tensorboard")
+    if name == "mlflow":
+        ml = require("kitchen.adapters.metrics.mlflow", "mlflow")
+        return ml.MlflowMetricsStore(
+            tracking_uri=(run.root / "mlruns").resolve().as_uri(), run_name=run.root.name
+        )
+    if name == "wandb":
+        wb = require("kitchen.adapters.metrics.wandb", "wandb")
+        return wb.WandbMetricsStore(project="kitchen", run_name=run.root.name, dir=str(run.root))
+    raise UsageError(f"unknown metrics sink {name!r}; choose from: {', '.join(METRICS_SINKS)}")
+
+
+def parse_sinks(spec: str | None) -> list[str]:
+    """``"jsonl,tensorboard"`` → names, checked; jsonl (the run's metrics.jsonl) is implied."""
+    names = [s.strip() for s in (spec or "").split(",") if s.strip()]
+    for n in names:
+        if n not in METRICS_SINKS:
+            raise UsageError(
+                f"--metrics: unknown sink {n!r}; choose from: {', '.join(METRICS_SINKS)}"
+            )
+    return ["jsonl", *[n for n in names if n != "jsonl"]]
 
 
 def _model_spec(config: Any) -> dict[str, Any]:
@@ -80,9 +106,12 @@ def build_ports(adapters: str, config: Any = None, run: RunDir | None = None) ->
     return ports
 
 
-def metrics_stores(ports: Ports, run: RunDir | None) -> list[Any]:
-    """The stores ``ctx.metrics`` writes to: the run's metrics.jsonl plus the metrics port."""
-    stores = _metrics_stores(run)
+def metrics_stores(
+    ports: Ports, run: RunDir | None, sinks: Sequence[str] = ("jsonl",)
+) -> list[Any]:
+    """The stores ``ctx.metrics`` writes to: the run's sinks (metrics.jsonl first) plus the
+    metrics port of the adapter family."""
+    stores = [_sink(n, run) for n in sinks] if run is not None else []
     if ports.metrics is not None:
         stores.append(ports.metrics)
     return stores

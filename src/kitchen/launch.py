@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kitchen import __version__
-from kitchen.bootstrap import ADAPTERS, build_ports, metrics_stores
+from kitchen.bootstrap import ADAPTERS, build_ports, metrics_stores, parse_sinks
 from kitchen.context import Context
 from kitchen.dsl.render import fingerprint
 from kitchen.errors import UsageError
@@ -49,12 +49,14 @@ def run_recipe(
     progress: Any = None,
     stage_events: bool = True,
     cache_dir: str | Path | None = None,
+    metrics: str | None = None,
 ) -> RunResult:
     """Run ``recipe`` on ``adapters`` and return its run directory and final Context.
 
     With ``resume`` the run continues in that directory from its latest checkpoint (or
     from the start if it has none), with the config it was started with.
     """
+    sinks = parse_sinks(metrics)
     if adapters not in ADAPTERS:
         raise UsageError(f"unknown adapters {adapters!r}; choose one of: {', '.join(ADAPTERS)}")
     if resume is not None:
@@ -73,6 +75,7 @@ def run_recipe(
                 f"{run.root} was started with recipe {started_with!r}, not {recipe.name!r}"
             )
         adapters = manifest.get("adapters", adapters)
+        sinks = list(manifest.get("metrics_sinks", sinks))
         cfg = recipe.config(run.read_config())
         point = _resume_point(run)
         if point is None:
@@ -89,9 +92,9 @@ def run_recipe(
     ports = build_ports(adapters, cfg, run)
     run_id = run.root.name
     telemetry = Telemetry(run_id, [JsonlEventSink(run.events_path)], stage_events=stage_events)
-    metrics = MetricsRecorder(metrics_stores(ports, run))
-    metrics.count = len(run.metrics())
-    ctx = Context(cfg, ports, metrics=metrics, run=run, telemetry=telemetry)
+    recorder = MetricsRecorder(metrics_stores(ports, run, sinks))
+    recorder.count = len(run.metrics())
+    ctx = Context(cfg, ports, metrics=recorder, run=run, telemetry=telemetry)
     run.update_manifest(
         run_id=run_id,
         recipe=recipe.name,
@@ -99,6 +102,7 @@ def run_recipe(
         workflow=wf.name,
         workflow_fingerprint=fingerprint(wf),
         kitchen_version=__version__,
+        metrics_sinks=sinks,
         status="running",
         started_at=run.read_manifest().get("started_at", time.time()),
         resumed_at=time.time() if resume is not None else None,
@@ -111,7 +115,7 @@ def run_recipe(
         run.update_manifest(status="failed", error=str(exc), ended_at=time.time())
         raise
     finally:
-        metrics.flush()
+        recorder.close()
         telemetry.close()
         if cache.decisions:
             rewrite_jsonl(run.root / "cache.jsonl", [asdict(d) for d in cache.decisions])

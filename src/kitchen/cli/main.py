@@ -93,6 +93,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_dir=args.run_dir,
         resume=args.resume,
         progress=progress,
+        metrics=args.metrics,
     )
     state = result.context.state
     summary = ", ".join(
@@ -138,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run-dir", default=None, help="where to write the run (default runs/<id>)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        metavar="SINKS",
+        help="extra metrics sinks, comma-separated: tensorboard,mlflow,wandb (jsonl is always on)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_run)

@@ -16,6 +16,9 @@ class SupervisedConfig(BaseModel):
     dataset: str = Field("noop://sft-tiny", description="dataset source (path, URL or name)")
     eval_dataset: str | None = Field(None, description="separate eval set; else a held-out split")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    on_bad_row: Literal["error", "quarantine"] = Field(
+        "error", description="fail on a bad row, or move it to rejected.jsonl with a reason"
+    )
     train_on: Literal["last_assistant", "all_assistant", "all"] = "last_assistant"
     max_length: int = Field(256, ge=2)
     epochs: int = Field(2, ge=1)
