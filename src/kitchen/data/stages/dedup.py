@@ -1,7 +1,8 @@
 """Deduplicate: exact (sha256 of the normalised text) then near-duplicate (MinHash LSH).
 
-Documents are visited in ``id`` order and the first of each group is kept, so the result
-is deterministic. Near duplicates use :mod:`datasketch`: each document's shingles (``k``
+Documents are visited in a deterministic order (fewest path segments, then shortest id,
+then id: canonical copies usually sit higher in the tree) and the first of each group is
+kept. Near duplicates use :mod:`datasketch`: each document's shingles (``k``
 consecutive whitespace-separated tokens) feed a ``MinHash`` with ``num_perm``
 permutations; an LSH index with ``threshold`` proposes candidates among the documents
 kept so far, and a document is dropped when its estimated Jaccard similarity with the most
@@ -21,7 +22,7 @@ import dataclasses
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kitchen.context import Context
 from kitchen.data.stages.manifest import (
@@ -53,9 +54,20 @@ def dedup_records(
     k: int = 5,
     seed: int = 1,
     text_field: str = "text",
+    order: Literal["shortest", "id"] = "shortest",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(kept, dropped)``; each dropped entry is ``{id, duplicate_of, kind, similarity}``."""
-    ordered = sorted(docs, key=lambda d: str(d["id"]))
+    """``(kept, dropped)``; each dropped entry is ``{id, duplicate_of, kind, similarity}``.
+
+    Documents are visited in ``order`` and the first of a group is kept: ``"shortest"``
+    prefers fewer path segments, then shorter ids (the canonical ``pkg/response.py`` over
+    ``pkg/compat/response.py``), then the id; ``"id"`` is plain id order.
+    """
+
+    def rank(d: dict[str, Any]) -> tuple[Any, ...]:
+        i = str(d["id"])
+        return (i.count("/"), len(i), i) if order == "shortest" else (i,)
+
+    ordered = sorted(docs, key=rank)
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     by_hash: dict[str, str] = {}
@@ -105,7 +117,9 @@ def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int] | None:
     try:
         from datasketch.lsh import _optimal_param
 
-        b, r = _optimal_param(threshold, num_perm, 0.5, 0.5)
+        # weigh false negatives 9:1 - a candidate pair is verified by its estimated
+        # Jaccard anyway, so a false positive only costs one comparison
+        b, r = _optimal_param(threshold, num_perm, 0.1, 0.9)
         return int(b), int(r)
     except Exception:  # private helper moved: let MinHashLSH compute it
         return None
@@ -128,6 +142,7 @@ class Dedup(DataStage):
     num_perm: int = 128
     shingle: int = 5
     seed: int = 1
+    order: Literal["shortest", "id"] = "shortest"
 
     kind = "dedup"
 
@@ -141,6 +156,7 @@ class Dedup(DataStage):
             num_perm=self.num_perm,
             k=self.shingle,
             seed=self.seed,
+            order=self.order,
         )
         out = self.dir()
         digest = write_records(out / "documents.jsonl", kept)
@@ -156,6 +172,7 @@ class Dedup(DataStage):
                     "num_perm": self.num_perm,
                     "shingle": self.shingle,
                     "seed": self.seed,
+                    "order": self.order,
                 },
                 "stats": {
                     "before": len(docs),

@@ -201,7 +201,7 @@ class Gate(ShardedStage):
                     per_check[c.name]["failed"] += 1
                     for r in found:
                         reasons.append({"check": c.name, "reason": r})
-                        k = f"{c.name}: {_error_key(r)}"
+                        k = f"{c.name}: {_error_key(r.removeprefix(c.name + ': '))}"
                         errors[k] = errors.get(k, 0) + 1
             if reasons:
                 rejected.append({"id": s.get("id"), "reasons": reasons, "sample": s})

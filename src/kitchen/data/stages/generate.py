@@ -6,10 +6,11 @@ An *extractor* turns a document into items with named fields:
 ``python_functions`` functions and methods with a docstring: ``name``, ``qualname``,
                      ``signature``, ``docstring``, ``source``, ``body`` (no docstring)
 ``markdown_sections`` ``heading`` and ``body`` of each ``#``/``##``/``###`` section
+``markdown_code``    each fenced python block: ``code`` and its ``heading``
 ``file``             the whole document: ``text``
 ==================== ==============================================================
 
-Every item also has ``path``, ``source`` and ``lang``. A :class:`Template` formats an
+Every item also has ``path``, ``source_name`` and ``lang``. A :class:`Template` formats an
 instruction and a response from those fields; a :class:`TeacherTask` formats the
 instruction and a *strict* prompt, and the response is what the teacher
 ``SamplingClient`` generates for that prompt. Placeholders are checked when the template
@@ -53,7 +54,7 @@ from kitchen.ports.types import ModelInput, SamplingParams
 Item = dict[str, str]
 Extractor = Callable[[dict[str, Any]], Iterator[Item]]
 
-COMMON_FIELDS = ("path", "source", "lang")
+COMMON_FIELDS = ("path", "source_name", "lang")
 
 
 def _python_functions(doc: dict[str, Any]) -> Iterator[Item]:
@@ -111,6 +112,22 @@ def _markdown_sections(doc: dict[str, Any]) -> Iterator[Item]:
             yield {"heading": m.group(2), "body": body}
 
 
+_FENCE = re.compile(r"^```(?:python|py)[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _markdown_code(doc: dict[str, Any]) -> Iterator[Item]:
+    """Python code blocks of a markdown document, with the heading they sit under."""
+    if doc.get("lang") != "markdown":
+        return
+    text = doc["text"]
+    heads = [(m.start(), m.group(2)) for m in _HEADING.finditer(text)]
+    for m in _FENCE.finditer(text):
+        heading = next((h for pos, h in reversed(heads) if pos < m.start()), "")
+        code = m.group(1).rstrip() + "\n"
+        if code.strip():
+            yield {"heading": heading, "code": code, "name": f"{heading}#{m.start()}"}
+
+
 def _file(doc: dict[str, Any]) -> Iterator[Item]:
     yield {"text": doc["text"]}
 
@@ -121,6 +138,7 @@ EXTRACTORS: dict[str, tuple[Extractor, tuple[str, ...]]] = {
         ("name", "qualname", "signature", "docstring", "source", "body"),
     ),
     "markdown_sections": (_markdown_sections, ("heading", "body")),
+    "markdown_code": (_markdown_code, ("heading", "code", "name")),
     "file": (_file, ("text",)),
 }
 
@@ -131,7 +149,7 @@ def register_extractor(name: str, fn: Extractor, fields: tuple[str, ...]) -> Non
 
 
 def _item_key(item: Item) -> str:
-    return item.get("qualname") or item.get("heading") or item.get("name") or ""
+    return item.get("qualname") or item.get("name") or item.get("heading") or ""
 
 
 def _check_placeholders(
@@ -200,7 +218,7 @@ class TeacherTask:
         used = _check_placeholders(
             f"teacher task {self.name!r}", self.extractor, ("instruction",), prompt=self.prompt
         )
-        if not used - {"instruction", "path", "source", "lang"}:
+        if not used - {"instruction", "path", "source_name", "lang"}:
             raise UsageError(
                 f"teacher task {self.name!r}: the prompt must show the teacher the item "
                 "(use a field such as {source}, {body} or {text})"

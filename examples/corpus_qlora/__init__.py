@@ -1,0 +1,1 @@
+"""Cookbook example 1: a domain corpus → QLoRA pipeline (see README.md)."""

@@ -1,0 +1,1 @@
+"""Compatibility shims for handlers written against tinyroute 0.1."""
