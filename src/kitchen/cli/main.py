@@ -96,10 +96,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         metrics=args.metrics,
     )
     state = result.context.state
+    # Numbers only: paths and texts (e.g. a generated sample) are printed by their stages.
     summary = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in state.items()
-        if isinstance(v, int | float | str) and not isinstance(v, bool)
+        if isinstance(v, int | float) and not isinstance(v, bool)
     )
     print(f"run complete: {result.run_dir.root}" + (f" ({summary})" if summary else ""))
     return EXIT_OK

@@ -24,6 +24,8 @@ from kitchen.runner.executor import BranchExecutor, ThreadExecutor
 from kitchen.telemetry.events import Telemetry
 
 Segment = tuple[str, int | None]
+#: Metrics shown next to progress bars, when a workflow logs them.
+_STATUS_KEYS = ("loss", "val_loss", "reward", "kl")
 _INDEX_RE = re.compile(r"\[\d+\]")
 
 
@@ -258,7 +260,9 @@ class Runner:
                 pos[-1] = (node.name, i)
                 target = self._seq(node.body, ctx, f"{base}[{i}]/", target, resume)
                 if bar is not None:
-                    self.progress.advance(bar)
+                    last = ctx.metrics.last
+                    status = "  ".join(f"{k}={last[k]:.4g}" for k in _STATUS_KEYS if k in last)
+                    self.progress.advance(bar, status=status)
                 i += 1
         finally:
             ctx.frames.pop()

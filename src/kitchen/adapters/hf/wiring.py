@@ -55,7 +55,15 @@ def _tokenizer(config: Any, spec: ModelSpec) -> HfTokenizer | None:
     return None  # a setup stage trains one (see ports.extra["tokenizer_trainer"])
 
 
+def _quiet_transformers() -> None:
+    """kitchen shows its own progress; transformers' per-save shard bars are noise."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def build_ports(config: Any, run: RunDir | None) -> Ports:
+    _quiet_transformers()
     spec = model_spec(config)
     seed = int(getattr(config, "seed", 0) or 0)
     state_dir = str(run.checkpoints_dir) if run is not None else None
