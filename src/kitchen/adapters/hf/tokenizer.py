@@ -14,8 +14,9 @@ Rendering (all return :class:`~kitchen.ports.RenderedChat`, tokens plus 0/1 weig
   the content) do. ``train_on``: ``last_assistant`` (default), ``all_assistant``, ``all``
   (every token). With a template, each message's span is found by rendering the
   conversation incrementally (prefix by prefix, and with the generation prompt to locate
-  the assistant header) and mapping character spans to tokens via offsets, so the masks
-  are exact even where BPE merges cross a boundary.
+  the assistant header) and mapping character spans to tokens via offsets; a token that
+  straddles the header/content boundary (e.g. ``" Salt"`` after ``"assistant:"``) is
+  trained, since it is the token that produces the content.
 - :meth:`render_prompt_completion`: prompt tokens weight 0, completion + eos weight 1.
 - :meth:`render_text`: ``bos + text + eos``, all weight 1.
 
@@ -256,7 +257,11 @@ class HfTokenizer:
             return RenderedChat(tuple(tokens), (1.0,) * len(tokens))
         weights = []
         for start, end in enc["offset_mapping"]:
-            inside = any(a <= start < b or (start == end and a < end <= b) for a, b in spans)
+            # A token is trained when it overlaps a trained span: a token that straddles
+            # the header/content boundary (" Salt" after "assistant:") produces content.
+            inside = any(
+                (start < b and end > a) if end > start else a <= start < b for a, b in spans
+            )
             weights.append(1.0 if inside else 0.0)
         return RenderedChat(tuple(tokens), tuple(weights))
 
