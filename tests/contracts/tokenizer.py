@@ -111,5 +111,8 @@ class TokenizerClientContract:
         gen = tokenizer.render_chat(msgs, train_on="last_assistant", add_generation_prompt=True)
         assert len(gen.tokens) > len(plain.tokens)
         assert gen.tokens[: len(plain.tokens)] == plain.tokens
-        # No assistant reply yet, so nothing is trained on.
-        assert sum(gen.weights) == 0
+        # The generation prompt itself is never trained on.
+        assert gen.weights[: len(plain.tokens)] == plain.weights
+        assert all(w == 0 for w in gen.weights[len(plain.tokens) :])
+        user_only = tokenizer.render_chat(CHAT[:2], add_generation_prompt=True)
+        assert sum(user_only.weights) == 0
