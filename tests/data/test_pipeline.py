@@ -115,7 +115,7 @@ def test_rerun_does_no_work_and_changes_rerun_only_downstream(corpus: Path) -> N
     # a new gate check: only the gate shards, their merge and package run again
     py = CommandCheck("py_compile", (sys.executable, "-m", "py_compile", "{file}"))
     _, cache3 = run(corpus, build(corpus, gate_checks=(NonEmpty(), py)), teacher)
-    assert misses(cache3) == [
+    assert sorted(misses(cache3)) == [
         "gate_shards/shard0/gate",
         "gate_shards/shard1/gate",
         "gate_shards/shard2/gate",
@@ -126,7 +126,8 @@ def test_rerun_does_no_work_and_changes_rerun_only_downstream(corpus: Path) -> N
 
     # a template change re-runs generate and what follows, not normalise/dedup
     _, cache4 = run(corpus, build(corpus, templates=TEMPLATES[:1]), teacher)
-    assert misses(cache4)[0] == "generate" and "dedup" not in misses(cache4)
+    assert "generate" in misses(cache4) and "dedup" not in misses(cache4)
+    assert not any(p.startswith("normalise") for p in misses(cache4))
     index = json.loads((corpus / "dataset" / "index.json").read_text())
     assert [v["version"] for v in index["versions"]] == [1, 2]
 
