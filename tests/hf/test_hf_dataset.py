@@ -262,3 +262,15 @@ def test_gzip_jsonl_and_save_to_disk_dirs(tmp_path: Path) -> None:
     assert isinstance(ds, HfDataset) and [r["text"] for r in ds] == ["a"]
     with pytest.raises(DataError, match="row 0 field 'text'"):
         HfDatasetStore().load(str(tmp_path / "arrow"), split="test")
+
+
+def test_quarantine_logs_a_warning_with_the_count(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    store = HfDatasetStore(quarantine_dir=str(tmp_path / "q"), on_bad_row="quarantine")
+    src = store.save([{"text": "ok"}, {"text": ""}, {"text": None}], str(tmp_path / "d.jsonl"))
+    with capture_logs() as logs:
+        ds = store.load(src)
+    assert ds.rejected_count == 2
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert warnings and warnings[0]["rejected"] == 2 and warnings[0]["kept"] == 1

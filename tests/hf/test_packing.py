@@ -139,3 +139,12 @@ def test_packed_logits_equal_unpacked_logits() -> None:
                 torch.testing.assert_close(packed[b, a:e], alone, atol=1e-5, rtol=1e-5)
                 differs |= not torch.allclose(leaky[b, a:e], alone, atol=1e-5)
         assert differs or all(len(r.seq_lens) == 1 for r in result.rows)
+
+
+def test_truncation_is_counted_and_logged() -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        result = pack_sequences([[1] * 10, [2] * 3, [3] * 7], 5)
+    assert (result.truncated, result.truncated_tokens) == (2, 7)
+    assert [e["truncated"] for e in logs if e["log_level"] == "warning"] == [2]

@@ -57,7 +57,10 @@ _SUFFIXES = {
 }
 _COMPRESSION = {".gz", ".bz2", ".xz", ".zst", ".zstd"}
 
-log = default_logger("kitchen.hf.dataset")
+
+def _log() -> Any:
+    """Resolved per call, so an application's later structlog setup is honoured."""
+    return default_logger("kitchen.hf.dataset")
 
 
 class HfDataset:
@@ -251,7 +254,7 @@ class HfDatasetStore:
                 },
             )
         if rejected:
-            log.warning(
+            _log().warning(
                 "dataset rows quarantined",
                 source=source,
                 rejected=rejected,

@@ -40,7 +40,10 @@ from kitchen.telemetry.logging import default_logger
 
 OnOverflow = Literal["truncate", "error"]
 
-log = default_logger("kitchen.hf.packing")
+
+def _log() -> Any:
+    """Resolved per call, so an application's later structlog setup is honoured."""
+    return default_logger("kitchen.hf.packing")
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ def pack_sequences(
         toks.append(t)
         wts.append(w)
     if truncated:
-        log.warning(
+        _log().warning(
             "packing truncated sequences",
             source=source,
             truncated=truncated,
