@@ -135,7 +135,7 @@ class HfDatasetStore:
 
     # -- port -----------------------------------------------------------------------------
     def load(
-        self, source: str, *, split: str | None = None, format: FormatArg = "auto"
+        self, source: str, split: str | None = None, *, format: FormatArg = "auto"
     ) -> HfDataset:
         """Load and validate ``source`` (a file, a directory with split files, or a URL).
 
