@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kitchen.errors import AdapterUnavailable
 from kitchen.ports import MetricsStore
+from tests.contracts.metrics import MetricsStoreContract
 
 pytest.importorskip("wandb")
 
@@ -33,6 +35,14 @@ def _hermetic_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+class TestWandbContract(MetricsStoreContract):
+    @pytest.fixture
+    def metrics_store(self, tmp_path: Path) -> Iterator[MetricsStore]:
+        store = WandbMetricsStore("kitchen-contract", "contract", tmp_path / "wb")
+        yield store
+        store.close()
 
 
 def test_offline_run_reads_back(tmp_path: Path) -> None:
