@@ -230,6 +230,7 @@ def adamw_step(
     bc1 = 1.0 - b1**t
     bc2_sqrt = math.sqrt(1.0 - b2**t)
     step_size = lr / bc1
+    neg_step = -step_size
     c1, c2 = 1.0 - b1, 1.0 - b2
     sqrt = math.sqrt
     for k, (p, g) in enumerate(zip(rows, grads, strict=True)):
@@ -240,9 +241,10 @@ def adamw_step(
             m = [gi - (gi - mi) * b1 for mi, gi in zip(state.m[k], g, strict=True)]
         v = [b2 * vi + c2 * (gi * gi) for vi, gi in zip(state.v[k], g, strict=True)]
         state.m[k], state.v[k] = m, v
-        # torch: param.mul_(1 - lr·wd); param.addcdiv_(exp_avg, denom, value=-step_size)
+        # torch: param.mul_(1 - lr·wd); param.addcdiv_(exp_avg, denom, value=-step_size),
+        # whose kernel computes param + (value · exp_avg) / denom in this order.
         rows[k] = [
-            pi * decay - step_size * (mi / (sqrt(vi) / bc2_sqrt + eps))
+            pi * decay + neg_step * mi / (sqrt(vi) / bc2_sqrt + eps)
             for pi, mi, vi in zip(p, m, v, strict=True)
         ]
     return {"grad_norm": norm, "learning_rate": lr, "step": float(t)}
