@@ -202,19 +202,27 @@ def _from_source(spec: ModelSpec, device: torch.device) -> Any:
             raise UsageError(f"ModelSpec.path {spec.path!r} is not a directory")
         return AutoModelForCausalLM.from_pretrained(spec.path, **kwargs)
     assert spec.hub_id is not None
-    offline = hub_offline()
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            spec.hub_id, revision=spec.revision, local_files_only=offline, **kwargs
-        )
-    except OSError as exc:
-        if offline:
+    if hub_offline():
+        # Resolve the cached snapshot ourselves: transformers reads the offline flag once at
+        # import and may still probe the network if the variable was set later.
+        from huggingface_hub import snapshot_download
+
+        try:
+            local = snapshot_download(spec.hub_id, revision=spec.revision, local_files_only=True)
+        except Exception as exc:  # LocalEntryNotFoundError and friends
             raise UsageError(
                 f"model {spec.hub_id!r} is not in the local Hugging Face cache and "
                 "HF_HUB_OFFLINE is set; download it on a connected machine "
                 f"(huggingface-cli download {spec.hub_id}) or point ModelSpec.path at a copy"
             ) from exc
-        raise UsageError(f"cannot load model {spec.hub_id!r} from the hub: {exc}") from exc
+        return AutoModelForCausalLM.from_pretrained(local, **kwargs)
+    try:
+        return AutoModelForCausalLM.from_pretrained(spec.hub_id, revision=spec.revision, **kwargs)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot load model {spec.hub_id!r} from the Hugging Face hub ({exc}); check the id "
+            "and network, or set ModelSpec.path to a local copy"
+        ) from exc
 
 
 def _apply_mode(model: Any, spec: ModelSpec) -> Any:

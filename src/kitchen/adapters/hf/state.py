@@ -11,9 +11,11 @@ Layout of ``<state_dir>/<name>/``::
     spec.json               the ModelSpec the weights belong to
     complete.json           written last: format, file sizes and sha256 digests
 
-Everything is first written (each file via :mod:`kitchen.io`) into a hidden sibling
-directory, ``complete.json`` last, and that directory is then renamed into place, so a
-reader sees either no checkpoint, the previous one, or a complete new one.
+Each file is written atomically via :mod:`kitchen.io`; an existing ``complete.json`` is
+removed first and the new one written last, listing the files it covers with their sizes and
+sha256 digests. A reader therefore sees either a complete checkpoint or one it refuses
+(:class:`~kitchen.errors.CheckpointError`). The directory is shared, not replaced: a run's
+checkpoint stage keeps its own ``run_state.json`` in the same ``checkpoints/<name>/``.
 """
 
 from __future__ import annotations
@@ -76,16 +78,19 @@ def fsync_tree(root: Path) -> None:
                 os.close(fd)
 
 
-def write_marker(directory: Path, extra: Mapping[str, Any] | None = None) -> None:
-    """Write ``complete.json`` listing every other file with its size and sha256."""
-    files: dict[str, Any] = {}
-    for p in sorted(directory.rglob("*")):
-        if p.is_file() and p.name != MARKER:
-            files[p.relative_to(directory).as_posix()] = {
-                "size": p.stat().st_size,
-                "sha256": _sha256(p),
-            }
-    atomic_write_json(directory / MARKER, {"format": FORMAT, "files": files, **(extra or {})})
+def write_marker(directory: Path, names: Sequence[str] | None = None) -> None:
+    """Write ``complete.json`` listing ``names`` (default: every file) with size and sha256."""
+    if names is None:
+        names = [
+            p.relative_to(directory).as_posix()
+            for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != MARKER
+        ]
+    files = {
+        rel: {"size": (directory / rel).stat().st_size, "sha256": _sha256(directory / rel)}
+        for rel in names
+    }
+    atomic_write_json(directory / MARKER, {"format": FORMAT, "files": files})
 
 
 def verify(directory: Path) -> dict[str, Any]:
@@ -229,6 +234,18 @@ def optimizer_state_dict(
 # --- whole checkpoint ----------------------------------------------------------------
 
 
+#: Files a training checkpoint may contain (others in the directory belong to someone else).
+STATE_FILES = (
+    "weights.safetensors",
+    "optimizer.safetensors",
+    "optimizer.json",
+    "rng.safetensors",
+    "rng.json",
+    "user_metadata.json",
+    "spec.json",
+)
+
+
 def save_checkpoint(
     final: Path,
     *,
@@ -238,24 +255,34 @@ def save_checkpoint(
     spec_json: Mapping[str, Any],
     user_metadata: Mapping[str, Any] | None,
 ) -> Path:
-    """Write a complete checkpoint at ``final`` atomically and return its path."""
-    tmp = staging_dir(final)
-    try:
-        atomic_write_bytes(tmp / "weights.safetensors", _tensors_bytes(weights))
-        opt_t, opt_js = optimizer_payload(optimizer, list(weights), num_steps)
-        if opt_t:
-            atomic_write_bytes(tmp / "optimizer.safetensors", _tensors_bytes(opt_t))
-        atomic_write_json(tmp / "optimizer.json", opt_js, indent=None)
-        atomic_write_bytes(tmp / "rng.safetensors", _tensors_bytes(rng_tensors()))
-        atomic_write_json(tmp / "rng.json", rng_json(), indent=None)
-        atomic_write_json(tmp / "user_metadata.json", dict(user_metadata or {}))
-        atomic_write_json(tmp / "spec.json", dict(spec_json))
-        write_marker(tmp)
-        commit_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Write a complete checkpoint into ``final`` (marker last) and return its path."""
+    final.mkdir(parents=True, exist_ok=True)
+    # Un-complete an older checkpoint of the same name first, so a crash mid-rewrite can
+    # never leave old files under a marker that vouches for them.
+    (final / MARKER).unlink(missing_ok=True)
+    _fsync_dir(final)
+    opt_t, opt_js = optimizer_payload(optimizer, list(weights), num_steps)
+    payload: dict[str, bytes] = {
+        "weights.safetensors": _tensors_bytes(weights),
+        "optimizer.json": _json_bytes(opt_js),
+        "rng.safetensors": _tensors_bytes(rng_tensors()),
+        "rng.json": _json_bytes(rng_json()),
+        "user_metadata.json": _json_bytes(dict(user_metadata or {})),
+        "spec.json": _json_bytes(dict(spec_json)),
+    }
+    if opt_t:
+        payload["optimizer.safetensors"] = _tensors_bytes(opt_t)
+    for fname in STATE_FILES:
+        if fname not in payload:
+            (final / fname).unlink(missing_ok=True)
+    for fname, data in payload.items():
+        atomic_write_bytes(final / fname, data)
+    write_marker(final, sorted(payload))
     return final
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, sort_keys=True) + "\n").encode("utf-8")
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -264,11 +291,13 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def read_checkpoint(directory: Path) -> dict[str, Any]:
     """Verify and read a checkpoint written by :func:`save_checkpoint`."""
-    verify(directory)
+    listed = verify(directory).get("files", {})
+    # Only files the marker lists belong to this checkpoint.
+    opt_file = directory / "optimizer.safetensors" if "optimizer.safetensors" in listed else None
     try:
         return {
             "weights": _read_tensors(directory / "weights.safetensors"),
-            "optimizer_tensors": _read_tensors(directory / "optimizer.safetensors"),
+            "optimizer_tensors": _read_tensors(opt_file) if opt_file else {},
             "optimizer": read_json(directory / "optimizer.json"),
             "rng_tensors": _read_tensors(directory / "rng.safetensors"),
             "rng": read_json(directory / "rng.json"),
