@@ -97,3 +97,14 @@ def test_yaml_errors_name_the_file(tmp_path) -> None:  # type: ignore[no-untyped
         read_yaml(lst)
     with pytest.raises(UsageError, match="does not exist"):
         read_yaml(tmp_path / "missing.yaml")
+
+
+def test_nested_override_changes_one_field_of_a_default_section() -> None:
+    from kitchen.workflows.quickstart import QuickstartConfig
+
+    cfg = resolve(QuickstartConfig, {}, ["model.config.hidden_size=64"])
+    assert cfg.model["config"]["hidden_size"] == 64
+    assert cfg.model["config"]["model_type"] == "llama"  # the rest of the default survives
+    assert cfg.model["mode"] == "full"
+    # and defaults are fresh copies: one config's change does not leak into the next
+    assert resolve(QuickstartConfig).model["config"]["hidden_size"] == 128

@@ -91,8 +91,35 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def defaults_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's field defaults as plain data (required fields are left out)."""
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            continue
+        value = info.get_default(call_default_factory=True)
+        out[name] = value.model_dump() if isinstance(value, BaseModel) else copy.deepcopy(value)
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``; nested mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for k, v in top.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
 def resolve(
     model: type[M], base: Mapping[str, Any] | None = None, overrides: Iterable[str] = ()
 ) -> M:
-    """Defaults ← ``base`` ← overrides, validated."""
-    return validate(model, apply_overrides(base or {}, overrides))
+    """Defaults ← ``base`` ← overrides, validated.
+
+    Nested sections merge, so ``--set model.config.hidden_size=64`` changes one field of
+    the default model config instead of replacing the whole ``model`` section.
+    """
+    merged = deep_merge(defaults_of(model), base or {})
+    return validate(model, apply_overrides(merged, overrides))

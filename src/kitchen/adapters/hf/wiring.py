@@ -32,7 +32,8 @@ def model_spec(config: Any) -> ModelSpec:
     try:
         return validate(ModelSpec, raw)
     except ConfigError as exc:
-        raise ConfigError(f"model.{exc.field}", str(exc).split(": ", 1)[-1]) from None
+        field = "model" if exc.field == "<root>" else f"model.{exc.field}"
+        raise ConfigError(field, str(exc).split(": ", 1)[-1]) from None
 
 
 def train_or_load_tokenizer(corpus: Sequence[str], vocab_size: int, save_dir: str) -> HfTokenizer:
