@@ -14,6 +14,8 @@ INSTALL_HINTS = {
     "tensorboard": "pip install 'kitchen[tensorboard]'",
     "mlflow": "pip install 'kitchen[mlflow]'",
     "otel": "pip install 'kitchen[otel]'",
+    "data": "pip install 'kitchen[data]'",
+    "ray": "pip install 'kitchen[ray]'",
 }
 
 
