@@ -148,3 +148,39 @@ def test_mlflow_roundtrip(tmp_path: Path) -> None:
     hist = client.get_metric_history(store.run_id, "loss")
     assert [(m.step, m.value) for m in hist] == [(1, 2.5), (2, 1.25), (3, 0.75)]
     assert store.history() == [{"step": s, **m} for m, s in ROWS]
+
+
+# The shared MetricsStore contract, run on every sink here.
+contracts = pytest.importorskip("tests.contracts.metrics")
+
+
+class TestJsonlContract(contracts.MetricsStoreContract):
+    @pytest.fixture
+    def metrics_store(self, tmp_path: Path) -> MetricsStore:
+        return JsonlMetricsStore(tmp_path / "metrics.jsonl")
+
+
+class TestMultiplexContract(contracts.MetricsStoreContract):
+    @pytest.fixture
+    def metrics_store(self, tmp_path: Path) -> MetricsStore:
+        return MultiplexMetricsStore(
+            [JsonlMetricsStore(tmp_path / "a.jsonl"), JsonlMetricsStore(tmp_path / "b.jsonl")]
+        )
+
+
+class TestTensorBoardContract(contracts.MetricsStoreContract):
+    @pytest.fixture
+    def metrics_store(self, tmp_path: Path) -> MetricsStore:
+        pytest.importorskip("tensorboard")
+        from kitchen.adapters.metrics import TensorBoardMetricsStore
+
+        return TensorBoardMetricsStore(tmp_path / "tb")
+
+
+class TestMlflowContract(contracts.MetricsStoreContract):
+    @pytest.fixture
+    def metrics_store(self, tmp_path: Path) -> MetricsStore:
+        pytest.importorskip("mlflow")
+        from kitchen.adapters.metrics import MlflowMetricsStore
+
+        return MlflowMetricsStore(f"file:{tmp_path / 'mlruns'}", experiment="contract")
