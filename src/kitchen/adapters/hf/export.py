@@ -1,0 +1,99 @@
+"""Exporting a finished run: the LoRA adapter as safetensors, and optionally a merged model.
+
+The merged model is the base model with the adapter folded into its weights
+(``merge_and_unload``), saved with its tokenizer as an ordinary transformers model
+directory, so ``AutoModelForCausalLM.from_pretrained(DIR)`` loads and runs it with no
+kitchen and no peft. A QLoRA adapter is merged into the *unquantised* base (4-bit weights
+cannot absorb a LoRA delta losslessly).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kitchen.adapters.hf.model_spec import ModelSpec, load_base
+from kitchen.errors import UsageError
+from kitchen.io import atomic_write_json, read_json
+from kitchen.rundir import RunDir
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def final_weights_dir(run: RunDir) -> Path:
+    """The directory ``save_weights_for_sampler("final")`` wrote for this run."""
+    state = run.read_manifest().get("final_state", {})
+    path = state.get("final_weights")
+    if not path or not Path(path).is_dir():
+        raise UsageError(
+            f"{run.root} has no final weights (status {run.read_manifest().get('status')!r}); "
+            "export needs a completed run: finish it with `kitchen run RECIPE --resume DIR`"
+        )
+    return Path(path)
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _copy_tokenizer(run: RunDir, spec: ModelSpec, dest: Path) -> bool:
+    for src in (run.root / "tokenizer", Path(spec.path) if spec.path else None):
+        if src is not None and (src / "tokenizer.json").is_file():
+            for f in src.iterdir():
+                if f.is_file() and f.name.startswith(("tokenizer", "special_tokens")):
+                    shutil.copy2(f, dest / f.name)
+            return True
+    return False
+
+
+def export_run(run_dir: str | Path, out: str | Path, *, merged: bool = False) -> dict[str, Any]:
+    """Write ``out/adapter`` (LoRA runs) or ``out/model`` (full runs), and ``out/merged``
+    with ``merged=True``. Each directory is staged and renamed into place."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    run = RunDir.open(run_dir)
+    weights = final_weights_dir(run)
+    spec = ModelSpec.model_validate(read_json(weights / "kitchen_spec.json"))
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {"spec": spec.model_dump(mode="json")}
+
+    kind = "adapter" if spec.is_lora else "model"
+    tmp = out_dir / f".{kind}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(weights, tmp)
+    (tmp / "complete.json").unlink(missing_ok=True)  # kitchen's internal marker
+    _copy_tokenizer(run, spec, tmp)
+    _commit(tmp, out_dir / kind)
+    written[kind] = str(out_dir / kind)
+
+    if merged:
+        written["merged"] = str(_export_merged(run, spec, out_dir / kind, out_dir))
+    atomic_write_json(out_dir / "export.json", {"run": str(run.root), **written})
+    return written
+
+
+def _export_merged(run: RunDir, spec: ModelSpec, exported: Path, out_dir: Path) -> Path:
+    import torch
+
+    tmp = out_dir / ".merged.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if spec.is_lora:
+        from peft import PeftModel
+
+        base_spec = spec.model_copy(update={"mode": "full"})  # unquantised base for qlora
+        base = load_base(base_spec, "cpu")
+        model = PeftModel.from_pretrained(base, str(exported)).merge_and_unload()
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(exported), torch_dtype=torch.float32)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    if not _copy_tokenizer(run, spec, tmp):
+        raise UsageError(f"{run.root}: no tokenizer to ship with the merged model")
+    _commit(tmp, out_dir / "merged")
+    return out_dir / "merged"

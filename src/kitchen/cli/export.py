@@ -1,0 +1,25 @@
+"""``kitchen export RUN_DIR --out DIR [--merged]``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from kitchen.optional import require
+
+    export = require("kitchen.adapters.hf.export", "hf")
+    written = export.export_run(args.run_dir, args.out, merged=args.merged)
+    for key in ("adapter", "model", "merged"):
+        if key in written:
+            print(f"{key}: {written[key]}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("export", help="export a run's adapter (safetensors) or merged model")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--merged", action="store_true", help="also write the merged full model")
+    p.set_defaults(func=_cmd)
