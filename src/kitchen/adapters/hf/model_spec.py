@@ -234,16 +234,6 @@ def _apply_mode(model: Any, spec: ModelSpec) -> Any:
         return model
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if spec.mode == "qlora":
-        with warnings.catch_warnings():
-            # peft calls a transformers API deprecated in v5; nothing for users to act on.
-            warnings.simplefilter("ignore", FutureWarning)
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=spec.gradient_checkpointing
-            )
-    elif spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
     cfg = LoraConfig(
         r=spec.lora.rank,
         lora_alpha=spec.lora.alpha,
@@ -252,8 +242,18 @@ def _apply_mode(model: Any, spec: ModelSpec) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    with seeded(spec.seed + 1, torch.device("cpu")):
-        return get_peft_model(model, cfg)
+    with warnings.catch_warnings():
+        # peft calls a transformers API deprecated in v5; nothing for users to act on.
+        warnings.simplefilter("ignore", FutureWarning)
+        if spec.mode == "qlora":
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=spec.gradient_checkpointing
+            )
+        elif spec.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+        with seeded(spec.seed + 1, torch.device("cpu")):
+            return get_peft_model(model, cfg)
 
 
 def load_base(spec: ModelSpec, device: str | torch.device = "cpu") -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from kitchen.adapters.hf.losses import compute_loss, token_logprobs
 from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_model
 from kitchen.adapters.hf.sampling import HfSamplingClient
 from kitchen.errors import CheckpointError
+from kitchen.io import atomic_write_json
 from kitchen.ports import losses as ref
 from kitchen.ports.futures import KFuture, SerialWorker
 from kitchen.ports.types import (
@@ -270,22 +272,25 @@ class HfTrainingClient:
                 f"checkpoint {directory} does not fit this model "
                 f"(missing {missing}, unexpected {extra}); was it saved with another ModelSpec?"
             )
+        # Check everything before touching the model, so a bad checkpoint changes nothing.
+        for n, param in trainable:
+            if saved[n].shape != param.shape:
+                raise CheckpointError(
+                    f"checkpoint {directory}: {n} has shape {tuple(saved[n].shape)}, "
+                    f"model has {tuple(param.shape)}"
+                )
+        opt_js = ckpt["optimizer"]
+        opt_state = None
+        if opt_js.get("hparams") is not None:
+            opt_state = st.optimizer_state_dict(ckpt["optimizer_tensors"], opt_js, names)
         with torch.no_grad():
             for n, param in trainable:
-                src = saved[n]
-                if src.shape != param.shape:
-                    raise CheckpointError(
-                        f"checkpoint {directory}: {n} has shape {tuple(src.shape)}, "
-                        f"model has {tuple(param.shape)}"
-                    )
-                param.copy_(src.to(param.device, param.dtype))
+                param.copy_(saved[n].to(param.device, param.dtype))
                 param.grad = None
-        opt_js = ckpt["optimizer"]
-        if opt_js.get("hparams") is None:
-            self._optimizer = None
-        else:
+        self._optimizer = None
+        if opt_state is not None:
             opt = torch.optim.AdamW([p for _, p in trainable])
-            opt.load_state_dict(st.optimizer_state_dict(ckpt["optimizer_tensors"], opt_js, names))
+            opt.load_state_dict(opt_state)
             self._optimizer = opt
         self._num_steps = int(opt_js.get("num_steps", 0))
         st.restore_rng(ckpt["rng_tensors"], ckpt["rng"])
@@ -307,14 +312,10 @@ class HfTrainingClient:
             # peft / transformers write these files themselves; fsync them before committing.
             lm.model.save_pretrained(str(tmp), safe_serialization=True)
             st.fsync_tree(tmp)
-            from kitchen.io import atomic_write_json
-
             atomic_write_json(tmp / "kitchen_spec.json", self.spec.model_dump(mode="json"))
             st.write_marker(tmp)
             st.commit_dir(tmp, final)
         except BaseException:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return SaveWeightsForSamplerResponse(path=str(final.resolve()))
