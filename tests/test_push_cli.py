@@ -207,3 +207,27 @@ def test_push_is_registered_and_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "REPO_ID" in out.stdout and "--hub-root" in out.stdout
     assert "BAD []" in out.stdout
+
+
+def test_folder_in_kitchen_export_layout(
+    data_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``kitchen export RUN --out OUT`` writes OUT/model (full runs) + OUT/export.json."""
+    out = tmp_path / "out"
+    _write(out / "model" / "model.safetensors", b"full")
+    _write(out / "model" / "kitchen_spec.json", json.dumps({"hub_id": "org/from-spec"}))
+    _write(out / "merged" / "model.safetensors", b"merged")
+    _write(out / "export.json", json.dumps({"run": str(data_run), "model": str(out / "model")}))
+    hub = tmp_path / "hub"
+    args = ["push", str(data_run), "t/full", "--hub-root", str(hub), "--folder", str(out)]
+    assert main([*args, "--include-merged"]) == 0
+    files = _tree(hub / "t" / "full")
+    assert files["model.safetensors"] == b"full"
+    assert files["merged/model.safetensors"] == b"merged"
+    meta, _ = parse_front_matter(files["README.md"].decode())
+    assert meta["base_model"] == "org/from-spec"
+    capsys.readouterr()
+
+    _write(out / "export.json", json.dumps({"run": str(tmp_path / "another-run")}))
+    assert main(args) == 2
+    assert "was exported from" in capsys.readouterr().err

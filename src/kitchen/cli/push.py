@@ -4,9 +4,13 @@ Where the export is looked for, first match wins:
 
 1. ``--folder DIR`` (an exported adapter or model folder anywhere);
 2. ``manifest.json`` field ``export``: ``{"adapter": DIR, "merged": DIR}`` (or ``{"dir": DIR}``);
-3. ``RUN_DIR/export/`` and ``RUN_DIR/artifacts/export/``: an ``adapter/`` sub-folder, or the
-   folder itself if it holds weights, plus an optional ``merged/`` sub-folder;
-4. ``RUN_DIR/artifacts/adapter/`` and ``RUN_DIR/artifacts/merged/``.
+3. ``RUN_DIR/export/`` and ``RUN_DIR/artifacts/export/`` (``kitchen export --out`` layout:
+   ``adapter/`` for LoRA runs or ``model/`` for full fine-tunes, optional ``merged/``; or the
+   folder itself if it holds weights);
+4. ``RUN_DIR/artifacts/adapter|model/`` and ``RUN_DIR/artifacts/merged/``.
+
+``--folder OUT`` takes the same layout (the ``--out`` of ``kitchen export``); if ``OUT`` has
+the ``export.json`` that ``kitchen export`` writes, it must name this run.
 
 A folder counts as an export when it holds ``adapter_config.json`` or weight files
 (``*.safetensors``, ``*.bin``, ``*.gguf``). Nothing found is a usage error (exit 2) that
@@ -93,13 +97,38 @@ def find_export(root: Path, manifest: dict[str, Any]) -> tuple[Path | None, Path
         if main_p or merged_p:
             return main_p, merged_p
     for base in (root / "export", root / "artifacts" / "export", root / "artifacts"):
-        adapter = base / "adapter"
-        merged = base / "merged"
-        main = adapter if _is_export(adapter) else (base if _is_export(base) else None)
-        merged_p = merged if _is_export(merged) else None
+        main, merged_p = export_in(base)
         if main or merged_p:
             return main, merged_p
     return None, None
+
+
+def export_in(base: Path) -> tuple[Path | None, Path | None]:
+    """The layout ``kitchen export --out BASE`` writes: ``adapter/`` (LoRA) or ``model/``
+    (full fine-tune), optional ``merged/``; or BASE itself holding weights."""
+    main = next((p for p in (base / "adapter", base / "model", base) if _is_export(p)), None)
+    merged = base / "merged"
+    return main, merged if _is_export(merged) else None
+
+
+def _check_export_origin(folder: Path, run_root: Path) -> None:
+    """Refuse a folder whose ``export.json`` says it was exported from another run."""
+    import json
+
+    from kitchen.errors import UsageError
+
+    record = folder / "export.json"
+    if not record.is_file():
+        return
+    try:
+        origin = json.loads(record.read_text()).get("run")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(origin, str) and Path(origin).resolve() != run_root.resolve():
+        raise UsageError(
+            f"--folder {folder} was exported from {origin}, not from {run_root}; "
+            "push it with that run directory (its card describes that run)"
+        )
 
 
 def _resolve(root: Path, path: str) -> Path:
@@ -147,9 +176,18 @@ def data_manifest_hash(
 
 
 def base_model(config: dict[str, Any], folder: Path | None) -> str | None:
-    """The base model's hub id: from the adapter's ``adapter_config.json``, else the config."""
+    """The base model's hub id: the export's ``kitchen_spec.json`` (``hub_id``), the adapter's
+    ``adapter_config.json``, else ``config.model``."""
     import json
 
+    if folder is not None and (folder / "kitchen_spec.json").is_file():
+        try:
+            spec = json.loads((folder / "kitchen_spec.json").read_text())
+        except (OSError, ValueError):
+            spec = {}
+        hub_id = spec.get("hub_id") if isinstance(spec, dict) else None
+        if isinstance(hub_id, str) and _looks_like_hub_id(hub_id):
+            return hub_id
     if folder is not None and (folder / "adapter_config.json").is_file():
         try:
             name = json.loads((folder / "adapter_config.json").read_text()).get(
@@ -205,17 +243,13 @@ def run(args: argparse.Namespace) -> int:
     main: Path | None
     merged: Path | None
     if args.folder:
-        main = Path(args.folder)
-        if not _is_export(main) and _is_export(Path(args.folder) / "adapter"):
-            main = Path(args.folder) / "adapter"
-        if not _is_export(main):
+        main, merged = export_in(Path(args.folder))
+        if main is None:
             raise UsageError(
                 f"--folder {args.folder} holds no exported adapter or model "
                 "(no adapter_config.json or weight files)"
             )
-        merged = Path(args.folder) / "merged"
-        if not _is_export(merged):
-            merged = None
+        _check_export_origin(Path(args.folder), rd.root)
     else:
         main, merged = find_export(rd.root, manifest)
     if main is None and merged is None:
