@@ -16,6 +16,9 @@ INSTALL_HINTS = {
     "otel": "pip install 'kitchen[otel]'",
     "data": "pip install 'kitchen[data]'",
     "ray": "pip install 'kitchen[ray]'",
+    "s3": "pip install 'kitchen[s3]'",
+    "hub": "pip install 'kitchen[hub]'",
+    "wandb": "pip install 'kitchen[wandb]'",
 }
 
 

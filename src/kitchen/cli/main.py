@@ -163,6 +163,7 @@ _EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 def _register_optional_commands() -> None:
     import importlib
 
+    _EXTRA_COMMANDS.clear()  # main() may be called more than once in a process (tests)
     for module in (
         "kitchen.cli.report",
         "kitchen.cli.export",

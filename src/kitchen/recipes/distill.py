@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kitchen.recipes.defaults import HF_DEFAULTS
 from kitchen.recipes.recipe import Recipe
 from kitchen.workflows.distillation import DistillConfig, distill_workflow
 
@@ -12,4 +13,5 @@ def distill() -> Recipe:
         description="Distillation from a teacher: token KL/JSD (off-policy) or on-policy.",
         config_model=DistillConfig,
         build=distill_workflow,
+        adapter_defaults=HF_DEFAULTS,
     )

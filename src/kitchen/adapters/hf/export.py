@@ -74,6 +74,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, merged: bool = False) ->
     if merged:
         written["merged"] = str(_export_merged(run, spec, out_dir / kind, out_dir))
     atomic_write_json(out_dir / "export.json", {"run": str(run.root), **written})
+    # `kitchen push RUN REPO` finds the export through the manifest, wherever --out was.
+    run.update_manifest(export={k: v for k, v in written.items() if k != "spec"})
     return written
 
 

@@ -47,12 +47,21 @@ def train_or_load_tokenizer(corpus: Sequence[str], vocab_size: int, save_dir: st
     return tok
 
 
-def _tokenizer(config: Any, spec: ModelSpec) -> HfTokenizer | None:
+def _tokenizer(config: Any, spec: ModelSpec, run: RunDir | None) -> HfTokenizer | None:
     explicit = getattr(config, "tokenizer", None)
     if explicit:
         return HfTokenizer.load(explicit)
     if spec.path and (Path(spec.path) / "tokenizer.json").is_file():
         return HfTokenizer.load(spec.path)
+    if spec.config is not None and run is not None and not hasattr(config, "vocab_size"):
+        # A from-scratch model has no tokenizer: train a BPE on the bundled corpus, sized to
+        # the model's vocabulary (saved in the run, so a resume reloads the same one).
+        # Recipes that train their own (the quickstart: config.vocab_size) do it in a stage.
+        from kitchen.data import corpus_path
+
+        vocab = int(spec.config.get("vocab_size", 512))
+        lines = corpus_path("train.txt").read_text("utf-8").splitlines()
+        return train_or_load_tokenizer(lines, vocab, str(run.root / "tokenizer"))
     return None  # a setup stage trains one (see ports.extra["tokenizer_trainer"])
 
 
@@ -75,6 +84,6 @@ def build_ports(config: Any, run: RunDir | None) -> Ports:
     return Ports(
         training=HfTrainingClient(spec, state_dir=state_dir, seed=seed),
         dataset=HfDatasetStore(quarantine_dir=quarantine, on_bad_row=on_bad_row),
-        tokenizer=_tokenizer(config, spec),
+        tokenizer=_tokenizer(config, spec, run),
         extra={"tokenizer_trainer": train_or_load_tokenizer},
     )
