@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,10 @@ class HfSamplingClient:
                 return full.to(device)
             from peft import PeftModel
 
-            return PeftModel.from_pretrained(load_base(ms, device), str(directory))
+            with warnings.catch_warnings():
+                # peft calls a transformers API deprecated in v5; nothing for users to act on.
+                warnings.simplefilter("ignore", FutureWarning)
+                return PeftModel.from_pretrained(load_base(ms, device), str(directory))
 
         return cls(loader, name=kwargs.pop("name", Path(path).name), **kwargs)
 
