@@ -47,7 +47,8 @@ class HfTrainingClient:
     """Trains a :class:`ModelSpec` model locally; implements ``kitchen.ports.TrainingClient``.
 
     ``state_dir`` receives ``save_state`` checkpoints and sampler weights (a fresh temporary
-    directory when omitted). ``seed`` overrides ``spec.seed``.
+    directory when omitted). ``seed`` overrides ``spec.seed``. ``tokenizer`` (anything with
+    ``decode``) is handed to sampling clients so they can honour string stop sequences.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class HfTrainingClient:
         state_dir: str | None = None,
         device: str = "cpu",
         seed: int | None = None,
+        tokenizer: Any = None,
     ) -> None:
         spec = spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(dict(spec))
         if seed is not None:
@@ -68,6 +70,7 @@ class HfTrainingClient:
         self._loaded: LoadedModel | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._num_steps = 0
+        self._tokenizer = tokenizer
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -327,7 +330,7 @@ class HfTrainingClient:
         the returned client is usable at once while training goes on; ``name`` only labels it.
         """
         snap = self._worker.submit(self._snapshot)
-        return HfSamplingClient(snap, name=name, seed=self.spec.seed)
+        return HfSamplingClient(snap, name=name, seed=self.spec.seed, tokenizer=self._tokenizer)
 
     def _snapshot(self) -> Any:
         model = self._ensure().model
