@@ -183,3 +183,21 @@ def test_tokenizer_needs_room_for_bytes() -> None:
     assert tok.encode("hi", add_special_tokens=True)[0] == tok.bos_token_id
     assert tok.decode([1, 4 + ord("a"), 2], skip_special_tokens=False) == "<bos>a<eos>"
     assert tok.decode(tok.encode("héllo ✓")) == "héllo ✓"
+
+
+def test_load_weights_takes_sampler_weights_and_resets_the_optimizer(tmp_path: Path) -> None:
+    from kitchen.ports import AdamParams
+
+    a = NoopTrainingClient(seed=1, state_dir=str(tmp_path))
+    data = [ce_datum(s) for s in make_sequences(512, 2, 6)]
+    a.forward_backward(data, "cross_entropy").result()
+    a.optim_step(AdamParams(learning_rate=0.05)).result()
+    path = a.save_weights_for_sampler("w").result().path
+    b = NoopTrainingClient(seed=7)
+    b.load_weights(path).result()
+    assert b.state_dict()["params"] == a.state_dict()["params"]
+    assert b.state_dict()["adam_step"] == 0
+    state = a.save_state("full").result().path
+    c = NoopTrainingClient(seed=7)
+    c.load_weights(state).result()
+    assert c.state_dict()["params"] == a.state_dict()["params"]

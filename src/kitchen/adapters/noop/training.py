@@ -231,6 +231,31 @@ class NoopTrainingClient:
         self._record("save_weights_for_sampler", name=name)
         return self._submit(self._save_weights, name)
 
+    def _load_weights(self, path: str) -> LoadWeightsResponse:
+        try:
+            obj = self._read(path, WEIGHTS_FILE)
+        except CheckpointError:
+            obj = self._read(path, STATE_FILE)
+        weights = Weights.from_json(obj)
+        if (weights.vocab_size, weights.num_buckets) != (
+            self.vocab_size,
+            self.weights.num_buckets,
+        ):
+            raise CheckpointError(
+                f"noop weights at {path!r} have vocab_size/num_buckets "
+                f"{(weights.vocab_size, weights.num_buckets)}, this model has "
+                f"{(self.vocab_size, self.weights.num_buckets)}"
+            )
+        self.weights = weights
+        self.grads = zeros_like(weights.rows)
+        self.adam = AdamState(zeros_like(weights.rows), zeros_like(weights.rows))
+        return LoadWeightsResponse(path)
+
+    def load_weights(self, path: str) -> KFuture[LoadWeightsResponse]:
+        """Load weights only (from a sampler-weights or a full state path); fresh optimiser."""
+        self._record("load_weights", path=path)
+        return self._submit(self._load_weights, os.fspath(path))
+
     def load_weights_for_sampler(self, path: str) -> Weights:
         """Read weights written by :meth:`save_weights_for_sampler` (either form of path)."""
         return Weights.from_json(self._read(path, WEIGHTS_FILE))
