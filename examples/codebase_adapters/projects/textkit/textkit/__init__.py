@@ -1,0 +1,1 @@
+"""textkit: small text utilities (sample project for the codebase_adapters example)."""
