@@ -52,10 +52,11 @@ class Chunk:
         ]
 
     def row(self) -> dict[str, Any]:
+        """A prompt/completion row (one format for every chunk: dataset stores expect one
+        schema per file). Module-level and unparsed text gets the file path as prompt."""
         meta = {k: v for k, v in asdict(self).items() if k not in ("prompt", "completion")}
-        if self.prompt:
-            return {"prompt": self.prompt, "completion": self.completion, "meta": meta}
-        return {"text": self.completion, "meta": meta}
+        prompt = self.prompt or f"# {self.project}/{self.path}\n"
+        return {"prompt": prompt, "completion": self.completion, "meta": meta}
 
 
 def tree_sitter_available() -> bool:
