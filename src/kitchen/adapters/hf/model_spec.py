@@ -80,6 +80,12 @@ class ModelSpec(BaseModel):
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     attn_implementation: str | None = None
+    #: Pack each call's datums padding-free into rows (position ids restart per datum,
+    #: block-diagonal attention); losses and gradients equal the unpacked path's.
+    packing: bool = False
+    #: Longest packed row in tokens; ``None`` = the call's longest datum (never wider than
+    #: the padded batch). Larger values pack tighter at a quadratic attention cost per row.
+    pack_length: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

@@ -4,6 +4,18 @@ One :class:`~kitchen.ports.futures.SerialWorker` thread owns the model: every ca
 queued on it and returns a future at once, so a workflow can submit ``forward_backward``
 and ``optim_step`` for step N+1 while step N computes, and calls still run strictly in
 submission order. The model loads lazily on that thread at first use (or on ``load()``).
+
+**Packing** (``ModelSpec.packing`` or ``packing=``): ``forward_backward`` and ``forward`` pack
+the call's datums padding-free into rows (best-fit decreasing, at most ``pack_length`` tokens,
+default the longest datum) with ``position_ids`` restarting per datum and a block-diagonal
+causal mask (sdpa/eager), or position ids alone with flash attention (varlen kernels). The
+per-token logprobs, losses and gradients equal the unpacked path's to float rounding, and
+``loss_fn_outputs`` still come back one per datum, in call order.
+
+**Data parallel** (``WORLD_SIZE > 1`` under ``accelerate launch`` / ``torchrun``): see
+:mod:`kitchen.adapters.hf.distributed`. Gradients are all-reduced with SUM at ``optim_step``,
+``forward_backward`` metrics are summed over ranks, and only rank 0 writes checkpoints and
+sampler weights.
 """
 
 from __future__ import annotations
@@ -18,8 +30,9 @@ from typing import Any
 
 import torch
 
+from kitchen.adapters.hf import distributed as dist_mod
 from kitchen.adapters.hf import state as st
-from kitchen.adapters.hf.batch import Batch, collate
+from kitchen.adapters.hf.batch import Batch, collate, collate_packed_datums
 from kitchen.adapters.hf.losses import compute_loss, token_logprobs
 from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_model
 from kitchen.adapters.hf.sampling import HfSamplingClient
@@ -49,6 +62,7 @@ class HfTrainingClient:
     ``state_dir`` receives ``save_state`` checkpoints and sampler weights (a fresh temporary
     directory when omitted). ``seed`` overrides ``spec.seed``. ``tokenizer`` (anything with
     ``decode``) is handed to sampling clients so they can honour string stop sequences.
+    ``packing`` overrides ``spec.packing`` (see the module docstring).
     """
 
     def __init__(
@@ -59,10 +73,13 @@ class HfTrainingClient:
         device: str = "cpu",
         seed: int | None = None,
         tokenizer: Any = None,
+        packing: bool | None = None,
     ) -> None:
         spec = spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(dict(spec))
         if seed is not None:
             spec = spec.model_copy(update={"seed": int(seed)})
+        if packing is not None:
+            spec = spec.model_copy(update={"packing": bool(packing)})
         self.spec = spec
         self.device = torch.device(device)
         self._state_dir = Path(state_dir) if state_dir is not None else None
@@ -71,6 +88,8 @@ class HfTrainingClient:
         self._optimizer: torch.optim.Optimizer | None = None
         self._num_steps = 0
         self._tokenizer = tokenizer
+        self._packing = spec.packing
+        self._dp = dist_mod.detect()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -103,8 +122,35 @@ class HfTrainingClient:
 
     def _ensure(self) -> LoadedModel:
         if self._loaded is None:
-            self._loaded = load_model(self.spec, self.device)
+            if self._dp.world_size > 1:
+                self._dp = dist_mod.init_process_group(self.device.type)
+                if self.device.type == "cuda" and self.device.index is None:
+                    self.device = torch.device("cuda", self._dp.local_rank)
+            lm = load_model(self.spec, self.device)
+            if self._dp.world_size > 1:
+                dist_mod.broadcast_parameters([p for _, p in lm.trainable()])
+            self._loaded = lm
         return self._loaded
+
+    # --- packing / data parallel ----------------------------------------------------------
+
+    @property
+    def packing(self) -> bool:
+        return self._packing
+
+    def set_packing(self, enabled: bool) -> None:
+        """Pack (or stop packing) every call submitted from now on."""
+        self._worker.submit(setattr, self, "_packing", bool(enabled)).result()
+
+    @property
+    def data_parallel_rank(self) -> int:
+        """This process's rank in a data-parallel job (0 when alone)."""
+        return self._dp.rank
+
+    @property
+    def data_parallel_size(self) -> int:
+        """Processes in the data-parallel job (1 when alone)."""
+        return self._dp.world_size
 
     # --- forward / backward -----------------------------------------------------------
 
@@ -128,11 +174,14 @@ class HfTrainingClient:
         self._check(data, loss_fn, loss_fn_config)
         return self._worker.submit(self._run, list(data), loss_fn, loss_fn_config, False)
 
-    @staticmethod
     def _check(
-        data: Sequence[Datum], loss_fn: str, loss_fn_config: Mapping[str, float] | None
+        self, data: Sequence[Datum], loss_fn: str, loss_fn_config: Mapping[str, float] | None
     ) -> None:
         # Fail in the caller's thread, before anything is queued.
+        if not data and self._dp.world_size > 1 and loss_fn in ref.REQUIRED_INPUTS:
+            # A rank may hold an empty shard of a small global batch; it still has to take
+            # part in the step's collectives.
+            return
         validate_datums(data, loss_fn)
         if loss_fn == "ppo":
             ref.clip_thresholds(loss_fn_config)
@@ -143,6 +192,8 @@ class HfTrainingClient:
             "attention_mask": batch.attention_mask,
             "use_cache": False,
         }
+        if batch.attention_mask is None:
+            del kwargs["attention_mask"]
         if batch.position_ids is not None:
             kwargs["position_ids"] = batch.position_ids
         logits = lm.model(**kwargs).logits
@@ -156,7 +207,9 @@ class HfTrainingClient:
         backward: bool,
     ) -> ForwardBackwardOutput:
         lm = self._ensure()
-        batch = collate(data, vocab_size=lm.vocab_size, device=lm.device)
+        if not data:
+            return self._empty_shard(loss_fn, backward)
+        batch = self._collate(lm, data)
         if backward:
             lm.model.train()
             logp = self._logprobs(lm, batch)
@@ -169,13 +222,44 @@ class HfTrainingClient:
                 result = compute_loss(loss_fn, logp, batch, loss_fn_config)
         rows = logp.detach().float().cpu()
         outputs = tuple(
-            {"logprobs": TensorData(tuple(rows[i, :n].tolist()), "float32")}
-            for i, n in enumerate(batch.lengths)
+            {"logprobs": TensorData(tuple(rows[r, a : a + n].tolist()), "float32")}
+            for r, a, n in batch.datum_slices()
         )
+        metrics = result.metrics(batch.num_tokens)
+        if backward and self._dp.world_size > 1:
+            metrics = self._global_metrics(
+                float(result.loss.detach()), result.denominator, batch.num_tokens
+            )
         return ForwardBackwardOutput(
             loss_fn_output_type="ArrayRecord",
             loss_fn_outputs=outputs,
-            metrics=result.metrics(batch.num_tokens),
+            metrics=metrics,
+        )
+
+    def _collate(self, lm: LoadedModel, data: list[Datum]) -> Batch:
+        if not self._packing:
+            return collate(data, vocab_size=lm.vocab_size, device=lm.device)
+        attn = str(getattr(lm.model.config, "_attn_implementation", "") or "")
+        return collate_packed_datums(
+            data,
+            vocab_size=lm.vocab_size,
+            device=lm.device,
+            capacity=self.spec.pack_length,
+            varlen=attn.startswith("flash_attention"),
+            mask_dtype=_activation_dtype(lm.model),
+        )
+
+    def _global_metrics(self, loss: float, denom: float, tokens: int) -> dict[str, float]:
+        """``forward_backward`` metrics of the global batch: sums over ranks."""
+        loss, denom, n = dist_mod.all_reduce_sum([loss, denom, float(tokens)])
+        return {"loss:sum": loss, "loss:mean": loss / denom if denom else 0.0, "num_tokens": n}
+
+    def _empty_shard(self, loss_fn: str, backward: bool) -> ForwardBackwardOutput:
+        metrics = {"loss:sum": 0.0, "loss:mean": 0.0, "num_tokens": 0.0}
+        if backward and self._dp.world_size > 1:
+            metrics = self._global_metrics(0.0, 0.0, 0)
+        return ForwardBackwardOutput(
+            loss_fn_output_type="ArrayRecord", loss_fn_outputs=(), metrics=metrics
         )
 
     # --- optimiser ----------------------------------------------------------------------
@@ -205,6 +289,9 @@ class HfTrainingClient:
             group["betas"] = (p.beta1, p.beta2)
             group["eps"] = p.eps
             group["weight_decay"] = p.weight_decay
+        if self._dp.world_size > 1:
+            # The global objective is the sum over ranks' shards, so is its gradient.
+            dist_mod.all_reduce_gradients([q for g in opt.param_groups for q in g["params"]])
         params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
         metrics: dict[str, float] = {"learning_rate": p.learning_rate}
         if params:
@@ -239,6 +326,9 @@ class HfTrainingClient:
     def _save_state(self, name: str, meta: dict[str, Any]) -> SaveWeightsResponse:
         lm = self._ensure()
         final = self.state_dir / name
+        if not self._dp.is_main:
+            # Every rank holds the same weights and optimiser state; rank 0 writes them.
+            return SaveWeightsResponse(path=str(final.resolve()))
         st.save_checkpoint(
             final,
             weights={n: p for n, p in lm.trainable()},
@@ -310,6 +400,8 @@ class HfTrainingClient:
     def _save_for_sampler(self, name: str) -> SaveWeightsForSamplerResponse:
         lm = self._ensure()
         final = self.state_dir / "sampler_weights" / name
+        if not self._dp.is_main:
+            return SaveWeightsForSamplerResponse(path=str(final.resolve()))
         tmp = st.staging_dir(final)
         try:
             # peft / transformers write these files themselves; fsync them before committing.
@@ -378,6 +470,13 @@ class HfTrainingClient:
             trainable_params=int(trainable),
             total_params=int(total),
         )
+
+
+def _activation_dtype(model: Any) -> torch.dtype:
+    """The dtype attention scores are computed in (what a 4D additive mask must match)."""
+    emb = model.get_input_embeddings()
+    dtype = getattr(getattr(emb, "weight", None), "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
 
 
 def _numel(p: torch.Tensor) -> int:

@@ -21,6 +21,11 @@ class SupervisedConfig(BaseModel):
     )
     train_on: Literal["last_assistant", "all_assistant", "all"] = "last_assistant"
     max_length: int = Field(256, ge=2)
+    packing: bool = Field(
+        False,
+        description="pack each batch padding-free into rows (position ids restart per "
+        "sample, no cross-sample attention) on backends that support it",
+    )
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(1e-2, gt=0)

@@ -66,9 +66,22 @@ def load_dataset(ctx: Context) -> dict[str, Any]:
 
 def init_session(ctx: Context) -> None:
     """Check the training port is ready and record what it trains (replayed)."""
-    info = ctx.ports.require("training").get_info()
+    training = ctx.ports.require("training")
+    if _cfg(ctx).packing:
+        set_packing = getattr(training, "set_packing", None)
+        if set_packing is not None:
+            set_packing(True)
+        # Backends without it (noop, remote) have no padding to remove: nothing to do.
+    info = training.get_info()
     ctx.vars["model_info"] = info
     ctx.state.setdefault("step", 0)
+
+
+def data_parallel(training: Any) -> tuple[int, int]:
+    """``(rank, world_size)`` of a data-parallel training port; ``(0, 1)`` for others."""
+    rank = int(getattr(training, "data_parallel_rank", 0) or 0)
+    world = int(getattr(training, "data_parallel_size", 1) or 1)
+    return rank, world
 
 
 def steps_per_epoch(ctx: Context) -> int:
@@ -116,11 +129,20 @@ def learning_rate(cfg: SupervisedConfig, step: int, total: int) -> float:
 
 
 def forward_backward(ctx: Context) -> None:
-    """Submit the batch's forward/backward (does not wait)."""
+    """Submit the batch's forward/backward (does not wait).
+
+    Under data parallelism every rank holds the same global batch and submits its slice
+    ``batch[rank::world_size]``; the weights are scaled by the *global* batch weight, so
+    the backend's SUM over ranks is the per-token mean of the global batch.
+    """
+    training = ctx.ports.require("training")
     batch = [ctx.vars["train"][i] for i in ctx.item("batch")]
     weight = total_weight(batch)
+    rank, world = data_parallel(training)
+    if world > 1:
+        batch = batch[rank::world]
     datums = scale_weights(batch, 1.0 / weight)  # the summed loss becomes a per-token mean
-    ctx.vars["fb_future"] = ctx.ports.require("training").forward_backward(datums, "cross_entropy")
+    ctx.vars["fb_future"] = training.forward_backward(datums, "cross_entropy")
     ctx.vars["batch_tokens"] = weight
 
 

@@ -1,0 +1,1 @@
+"""Data-parallel training of a kitchen recipe under ``accelerate launch`` / ``torchrun``."""
