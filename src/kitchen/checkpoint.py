@@ -88,7 +88,8 @@ class Checkpoint:
         training = ctx.ports.training
         if training is not None:
             meta = {"position": json.dumps(position), "step": str(ctx.state.get("step", 0))}
-            ports["training"] = training.save_state(ckpt_name, user_metadata=meta).result().path
+            saved = training.save_state(ckpt_name, user_metadata=meta).result().path
+            ports["training"] = run.relative(saved)
         ctx.metrics.flush()
         record = {
             "name": ckpt_name,
@@ -119,7 +120,7 @@ class Checkpoint:
         restore_rng(saved.get("rng", {}))
         training_path = record.get("ports", {}).get("training")
         if training_path:
-            ctx.ports.require("training").load_state(training_path).result()
+            ctx.ports.require("training").load_state(run.resolve(training_path)).result()
         count = int(record.get("metrics_count", 0))
         run.truncate_metrics(count)
         ctx.metrics.count = count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ from kitchen.errors import UsageError
 from kitchen.io import rewrite_jsonl
 from kitchen.metrics import MetricsRecorder
 from kitchen.recipes.recipe import Recipe
+from kitchen.run_mirror import RunMirror, is_remote, working_copy_for
 from kitchen.rundir import RunDir, new_run_id
 from kitchen.runner.cache import StageCache
 from kitchen.runner.runner import ResumePoint, Runner
@@ -28,6 +30,25 @@ class RunResult:
     run_dir: RunDir
     context: Context
     resumed_from: str | None
+
+
+def _create_run(location: str | Path) -> RunDir:
+    if is_remote(location):
+        url = str(location)
+        local = working_copy_for(url)
+        shutil.rmtree(local, ignore_errors=True)
+        return RunDir.create(local, RunMirror(url, local))
+    return RunDir.create(location)
+
+
+def _open_run(location: str | Path) -> RunDir:
+    if is_remote(location):
+        url = str(location)
+        local = working_copy_for(url)
+        mirror = RunMirror(url, local)
+        mirror.pull()  # always from the store: the store is the source of truth
+        return RunDir.open(local, mirror)
+    return RunDir.open(location)
 
 
 def _resume_point(run: RunDir) -> ResumePoint | None:
@@ -65,7 +86,7 @@ def run_recipe(
                 "--set/config cannot be combined with --resume: a resumed run keeps the "
                 "config it started with (see its config.json)"
             )
-        run = RunDir.open(resume)
+        run = _open_run(resume)
         manifest = run.read_manifest()
         if manifest.get("status") == "completed":
             raise UsageError(f"{run.root} already completed; there is nothing to resume")
@@ -84,7 +105,7 @@ def run_recipe(
         base = dict(recipe.adapter_defaults.get(adapters, {}))
         base.update(config or {})
         cfg = recipe.config(base, overrides)
-        run = RunDir.create(run_dir or Path("runs") / new_run_id(recipe.name))
+        run = _create_run(run_dir or Path("runs") / new_run_id(recipe.name))
         run.write_config(cfg.model_dump(mode="json"))
         point = None
 
@@ -107,12 +128,14 @@ def run_recipe(
         started_at=run.read_manifest().get("started_at", time.time()),
         resumed_at=time.time() if resume is not None else None,
     )
+    run.sync()
     cache = StageCache(cache_dir or os.environ.get("KITCHEN_CACHE_DIR") or ".kitchen-cache")
     runner = Runner(telemetry=telemetry, progress=progress, cache=cache)
     try:
         runner.run(wf, ctx, resume=point)
     except BaseException as exc:
         run.update_manifest(status="failed", error=str(exc), ended_at=time.time())
+        run.sync()
         raise
     finally:
         recorder.close()
@@ -122,6 +145,7 @@ def run_recipe(
     run.update_manifest(
         status="completed", ended_at=time.time(), final_state=_jsonable_state(ctx.state)
     )
+    run.sync()
     return RunResult(run, ctx, point.record["name"] if point else None)
 
 

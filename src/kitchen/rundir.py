@@ -25,6 +25,9 @@ from typing import Any
 from kitchen.errors import CheckpointError, UsageError
 from kitchen.io import atomic_write_json, read_json, read_jsonl, rewrite_jsonl
 
+#: Marks a path stored relative to the run directory (see :meth:`RunDir.relative`).
+RUN_PREFIX = "run:"
+
 
 def new_run_id(prefix: str = "run") -> str:
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
@@ -32,29 +35,40 @@ def new_run_id(prefix: str = "run") -> str:
 
 
 class RunDir:
-    """A run's directory on local disk."""
+    """A run's directory on local disk, optionally mirrored to a BlobStore URL.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    ``location`` is what the user named: the local path, or the remote URL whose working
+    copy ``root`` is (see :mod:`kitchen.run_mirror`).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], mirror: Any = None) -> None:
         self.root = Path(root)
+        self.mirror = mirror
+        self.location = mirror.url if mirror is not None else str(self.root)
+
+    def sync(self) -> None:
+        """Push the working copy to the remote store (no-op for local runs)."""
+        if self.mirror is not None:
+            self.mirror.push()
 
     # -- construction --------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike[str]) -> RunDir:
+    def create(cls, root: str | os.PathLike[str], mirror: Any = None) -> RunDir:
         """Create a fresh run directory; refuse to reuse one that already holds a run."""
-        rd = cls(root)
-        if rd.manifest_path.exists():
+        rd = cls(root, mirror)
+        if rd.manifest_path.exists() or (mirror is not None and mirror.remote_has_run()):
             raise UsageError(
-                f"run directory {rd.root} already holds a run; pass --resume {rd.root} to "
-                "continue it, or choose another --run-dir"
+                f"run directory {rd.location} already holds a run; pass --resume "
+                f"{rd.location} to continue it, or choose another --run-dir"
             )
         rd.root.mkdir(parents=True, exist_ok=True)
         rd.checkpoints_dir.mkdir(exist_ok=True)
         return rd
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str]) -> RunDir:
+    def open(cls, root: str | os.PathLike[str], mirror: Any = None) -> RunDir:
         """Open an existing run directory (for resume, report, export)."""
-        rd = cls(root)
+        rd = cls(root, mirror)
         if not rd.config_path.exists():
             raise UsageError(
                 f"{rd.root} is not a kitchen run directory (no config.json); "
@@ -122,8 +136,27 @@ class RunDir:
         return records[-1] if records else None
 
     def add_checkpoint(self, record: dict[str, Any]) -> None:
-        """Commit a checkpoint by (atomically) adding its line to the index."""
+        """Commit a checkpoint by (atomically) adding its line to the index (and, for a
+        remote run, uploading everything with the index last)."""
         rewrite_jsonl(self.checkpoints_index, [*self.checkpoints(), record])
+        self.sync()
+
+    def relative(self, path: str) -> str:
+        """``run:<relative path>`` when ``path`` is a file inside the run directory, so
+        checkpoint records stay valid when the run is resumed from another working copy;
+        any other path (a URL, an adapter's opaque name) is returned unchanged."""
+        if "://" in path or not Path(path).is_absolute():
+            return path
+        try:
+            return RUN_PREFIX + Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return path
+
+    def resolve(self, path: str) -> str:
+        """Inverse of :meth:`relative`."""
+        if path.startswith(RUN_PREFIX):
+            return str(self.root / path[len(RUN_PREFIX) :])
+        return path
 
     def checkpoint_path(self, name: str) -> Path:
         if "/" in name or name in ("", ".", ".."):

@@ -102,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for k, v in state.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     )
-    print(f"run complete: {result.run_dir.root}" + (f" ({summary})" if summary else ""))
+    print(f"run complete: {result.run_dir.location}" + (f" ({summary})" if summary else ""))
     return EXIT_OK
 
 
