@@ -8,7 +8,7 @@ when a stored result has the same key. The key is the sha256 of this JSON docume
       "path":    "<static node path, e.g. data/dedup>",
       "params":  {stage params and, for dataclass/pydantic stage objects, their fields},
       "inputs":  {"<state key>": "<content hash of its value>", ...},
-      "code":    "<sha256 of the stage's source code>:<policy.version>"
+      "code":    "<sha256 of the stage module's source>:<policy.version>"
     }
 
 The content hash of an input value is the sha256 of its canonical JSON, except that a
@@ -93,9 +93,15 @@ def _dir_hash(path: Path) -> str:
 
 
 def code_version(fn: Any) -> str:
+    """Hash of the source of the module defining the stage (function or class).
+
+    The whole module, not just the stage body: a stage's behaviour also lives in the
+    helpers it calls. Conservative by design: any edit to that module re-runs its stages.
+    """
     target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn)
+    module = inspect.getmodule(target)
     try:
-        source = inspect.getsource(target)
+        source = inspect.getsource(module) if module is not None else inspect.getsource(target)
     except (OSError, TypeError):
         source = ref_of(fn)
     return _sha(source.encode())[:16]
