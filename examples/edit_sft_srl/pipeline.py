@@ -150,9 +150,17 @@ class PublishRows:
     the hf one writes the file) and point the supervised workflow at them (replayed)."""
 
     files: dict[str, Path]
+    #: Serve the rows from kitchen's in-memory store. The RL workflow's offline env loads
+    #: trajectories through the dataset port, and HfDatasetStore only accepts training-row
+    #: formats (chat / prompt+completion / text / preference), not ``{"steps": [...]}``.
+    in_memory: bool = False
     name: str = "publish_rows"
 
     def __call__(self, ctx: Context) -> dict[str, Any]:
+        if self.in_memory:
+            from kitchen.adapters.noop import NoopDatasetStore
+
+            ctx.ports.dataset = NoopDatasetStore()
         store = ctx.ports.require("dataset")
         return {key: store.save(read_jsonl(path), str(path)) for key, path in self.files.items()}
 
@@ -319,7 +327,7 @@ def rl(s: Settings, data: dict[str, Any], init_state: str, trajectories: str) ->
         config_model=EditRLConfig,
         build=lambda cfg: workflow(
             "edit_rl",
-            stage(PublishRows({"offline_rows": Path(trajectories)}), replay=True),
+            stage(PublishRows({"offline_rows": Path(trajectories)}, in_memory=True), replay=True),
             stage(LoadState(init_state), replay=True),
             *rl_workflow(cfg).body,
         ),
