@@ -31,7 +31,7 @@ class QuickstartConfig(SupervisedConfig):
     sample_tokens: int = Field(40, ge=1)
     dataset: str = ""
     max_length: int = Field(128, ge=2)
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(6, ge=1)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     warmup_steps: int = Field(10, ge=0)
