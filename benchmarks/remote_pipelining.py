@@ -60,11 +60,11 @@ def _default_backend() -> list[str]:
     except ImportError:
         return [
             "--backend",
-            "tests.remote.fake_backend:factory",
+            "noop",
             "--model-spec",
             '{"vocab_size": 384}',
             "--model-name",
-            "bench-bigram",
+            "bench-noop",
         ]
 
 

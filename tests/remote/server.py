@@ -21,27 +21,15 @@ def free_port() -> int:
 
 
 def backend_args() -> list[str]:
-    """The noop backend when the noop adapter exists, else the numpy bigram test backend."""
-    try:
-        from kitchen.adapters.noop import NoopTrainingClient  # noqa: F401
-
-        return [
-            "--backend",
-            "noop",
-            "--model-name",
-            "noop-tiny",
-            "--model-spec",
-            '{"vocab_size": 64}',
-        ]
-    except ImportError:
-        return [
-            "--backend",
-            "tests.remote.fake_backend:factory",
-            "--model-name",
-            "noop-tiny",
-            "--model-spec",
-            '{"vocab_size": 64}',
-        ]
+    """Server arguments for the noop backend (a real, tiny, deterministic model)."""
+    return [
+        "--backend",
+        "noop",
+        "--model-name",
+        "noop-tiny",
+        "--model-spec",
+        '{"vocab_size": 64}',
+    ]
 
 
 class Server:
