@@ -56,22 +56,35 @@ def test_full_run_writes_training_metrics(reference: Path) -> None:
     assert (reference / "corpus" / "corpus.json").is_file()
 
 
-def test_exit_codes_name_the_problem(tmp_path: Path, reference: Path) -> None:
+def test_exit_codes_name_the_problem(
+    tmp_path: Path, reference: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from examples.tiny_lm.cli import main
+
+    def code(*args: str) -> tuple[int, str]:
+        rc = main(["--preset", "quick", *args])
+        return rc, capsys.readouterr().err
+
     # a run already in the directory: resume problem (9)
-    res = run("--output-dir", str(reference))
-    assert res.returncode == 9 and "--resume" in res.stderr
+    rc, err = code("--output-dir", str(reference))
+    assert rc == 9 and "--resume" in err
     # --resume of a completed run: 9 too
-    res = run("--resume", "--output-dir", str(reference))
-    assert res.returncode == 9 and "already completed" in res.stderr
+    rc, err = code("--resume", "--output-dir", str(reference))
+    assert rc == 9 and "already completed" in err
+    # --resume with nothing to resume: 9
+    rc, err = code("--resume", "--output-dir", str(tmp_path / "none"))
+    assert rc == 9 and "no run" in err
     # --skip-tokenizer with nothing to reuse: tokenizer problem (6)
-    res = run("--skip-tokenizer", "--output-dir", str(tmp_path / "a"))
-    assert res.returncode == 6 and "run once without --skip-tokenizer" in res.stderr
+    rc, err = code("--skip-tokenizer", "--output-dir", str(tmp_path / "a"))
+    assert rc == 6 and "run once without --skip-tokenizer" in err
     # a corpus directory without train.txt: corpus problem (5)
-    res = run("--corpus", str(tmp_path), "--output-dir", str(tmp_path / "b"))
-    assert res.returncode == 5 and "train.txt" in res.stderr
+    rc, err = code("--corpus", str(tmp_path), "--output-dir", str(tmp_path / "b"))
+    assert rc == 5 and "train.txt" in err
     # a disk-space requirement that cannot be met (4)
-    res = run("--min-free-mb", str(10**12), "--output-dir", str(tmp_path / "c"))
-    assert res.returncode == 4 and "free" in res.stderr
+    rc, err = code("--min-free-mb", str(10**12), "--output-dir", str(tmp_path / "c"))
+    assert rc == 4 and "free" in err
 
 
 def test_skip_flags_reuse_corpus_and_tokenizer(tmp_path: Path, reference: Path) -> None:
