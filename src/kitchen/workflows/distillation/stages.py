@@ -29,6 +29,7 @@ from kitchen.ports.types import AdamParams, Datum, ModelInput, SamplingParams, T
 from kitchen.rl.common import adam, mix_seed
 from kitchen.workflows.common import pipeline
 from kitchen.workflows.common.datums import next_token_datum, scale_weights, total_weight
+from kitchen.workflows.common.steps import checkpoint_due, drain, eval_due, log_step  # noqa: F401  (re-exported stages)
 from kitchen.workflows.distillation.config import DistillConfig
 
 
@@ -290,24 +291,6 @@ def distill_step(ctx: Context) -> None:
     metrics["lr"] = params.learning_rate
     pipeline.submit(ctx, step + 1, futures, **metrics)
     ctx.state["step"] = step + 1
-
-
-def log_step(ctx: Context) -> None:
-    pipeline.collect(ctx, keep=1)
-
-
-def drain(ctx: Context) -> None:
-    pipeline.drain(ctx)
-
-
-def checkpoint_due(ctx: Context) -> bool:
-    every = _cfg(ctx).checkpoint_every
-    return bool(every) and int(ctx.state["step"]) % every == 0
-
-
-def eval_due(ctx: Context) -> bool:
-    every = _cfg(ctx).eval_every
-    return bool(every) and int(ctx.state["step"]) % every == 0
 
 
 def evaluate(ctx: Context) -> dict[str, Any]:

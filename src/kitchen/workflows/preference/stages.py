@@ -20,6 +20,7 @@ from kitchen.losses.dpo import dpo_batch
 from kitchen.ports.types import Datum, ModelInput
 from kitchen.rl.common import adam
 from kitchen.workflows.common import pipeline
+from kitchen.workflows.common.steps import checkpoint_due, drain, eval_due, log_step  # noqa: F401  (re-exported stages)
 from kitchen.workflows.preference.config import DPOConfig
 from kitchen.workflows.preference.data import Pair, synthetic_pairs, tokenize_pairs
 
@@ -208,24 +209,6 @@ def dpo_step(ctx: Context) -> None:
     # "fb" (not "forward_backward") so the logged loss is the DPO loss, not the surrogate's.
     pipeline.submit(ctx, step + 1, {"fb": fb, "optim_step": opt}, **metrics)
     ctx.state["step"] = step + 1
-
-
-def log_step(ctx: Context) -> None:
-    pipeline.collect(ctx, keep=1)
-
-
-def drain(ctx: Context) -> None:
-    pipeline.drain(ctx)
-
-
-def checkpoint_due(ctx: Context) -> bool:
-    every = _cfg(ctx).checkpoint_every
-    return bool(every) and int(ctx.state["step"]) % every == 0
-
-
-def eval_due(ctx: Context) -> bool:
-    every = _cfg(ctx).eval_every
-    return bool(every) and int(ctx.state["step"]) % every == 0
 
 
 def evaluate(ctx: Context) -> dict[str, Any]:

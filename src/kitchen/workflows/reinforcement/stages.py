@@ -18,6 +18,7 @@ from kitchen.rl.rollouts import (
     trajectory_datums,
 )
 from kitchen.workflows.common import pipeline
+from kitchen.workflows.common.steps import checkpoint_due, drain, eval_due, log_step  # noqa: F401  (re-exported stages)
 from kitchen.workflows.reinforcement.config import RLConfig
 from kitchen.workflows.reinforcement.envs import make_source
 
@@ -198,24 +199,6 @@ def train(ctx: Context) -> None:
             "sampler_step": n,
             "groups": [[t.to_json() for t in g] for g in groups_next],
         }
-
-
-def log_step(ctx: Context) -> None:
-    pipeline.collect(ctx, keep=1)
-
-
-def drain(ctx: Context) -> None:
-    pipeline.drain(ctx)
-
-
-def checkpoint_due(ctx: Context) -> bool:
-    every = _cfg(ctx).checkpoint_every
-    return bool(every) and int(ctx.state["step"]) % every == 0
-
-
-def eval_due(ctx: Context) -> bool:
-    every = _cfg(ctx).eval_every
-    return bool(every) and int(ctx.state["step"]) % every == 0
 
 
 def evaluate(ctx: Context) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from kitchen.ports.types import AdamParams, Datum
 from kitchen.workflows.common import pipeline
 from kitchen.workflows.common.datums import next_token_datum, scale_weights, total_weight
 from kitchen.workflows.common.rendering import render_row
+from kitchen.workflows.common.steps import checkpoint_due, drain, eval_due, log_step  # noqa: F401  (re-exported stages)
 from kitchen.workflows.supervised.config import SupervisedConfig
 
 
@@ -168,26 +169,6 @@ def optim_step(ctx: Context) -> None:
         epoch=float(ctx.index("epoch")),
     )
     ctx.state["step"] = step + 1
-
-
-def log_step(ctx: Context) -> None:
-    """Await and log every step but the newest: step N is awaited after N+1 is submitted."""
-    pipeline.collect(ctx, keep=1)
-
-
-def drain(ctx: Context) -> None:
-    """Await and log all submitted steps."""
-    pipeline.drain(ctx)
-
-
-def checkpoint_due(ctx: Context) -> bool:
-    every = _cfg(ctx).checkpoint_every
-    return bool(every) and int(ctx.state["step"]) % every == 0
-
-
-def eval_due(ctx: Context) -> bool:
-    every = _cfg(ctx).eval_every
-    return bool(every) and int(ctx.state["step"]) % every == 0
 
 
 def eval_at_epoch_end(ctx: Context) -> bool:
