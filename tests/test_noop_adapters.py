@@ -201,3 +201,18 @@ def test_load_weights_takes_sampler_weights_and_resets_the_optimizer(tmp_path: P
     c = NoopTrainingClient(seed=7)
     c.load_weights(state).result()
     assert c.state_dict()["params"] == a.state_dict()["params"]
+
+
+def test_noop_dataset_store_reads_local_jsonl_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest as _pytest
+
+    from kitchen.adapters.noop import NoopDatasetStore
+    from kitchen.errors import DataError
+
+    good = tmp_path / "rows.jsonl"
+    good.write_text('{"text": "a"}\n\n{"text": "b"}\n')
+    assert [r["text"] for r in NoopDatasetStore().load(str(good))] == ["a", "b"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a"}\n{oops\n')
+    with _pytest.raises(DataError, match=r"bad\.jsonl row 1: not valid JSON"):
+        NoopDatasetStore().load(str(bad))

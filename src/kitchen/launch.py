@@ -17,6 +17,7 @@ from kitchen.dsl.render import fingerprint
 from kitchen.errors import UsageError
 from kitchen.io import rewrite_jsonl
 from kitchen.metrics import MetricsRecorder
+from kitchen.ports.bundle import Ports
 from kitchen.recipes.recipe import Recipe
 from kitchen.run_mirror import RunMirror, is_remote, working_copy_for
 from kitchen.rundir import RunDir, new_run_id
@@ -71,11 +72,14 @@ def run_recipe(
     stage_events: bool = True,
     cache_dir: str | Path | None = None,
     metrics: str | None = None,
+    ports: Ports | None = None,
 ) -> RunResult:
     """Run ``recipe`` on ``adapters`` and return its run directory and final Context.
 
     With ``resume`` the run continues in that directory from its latest checkpoint (or
-    from the start if it has none), with the config it was started with.
+    from the start if it has none), with the config it was started with. ``ports``
+    replaces the adapters' ports (tests, fault injection, embedding kitchen in another
+    application); ``adapters`` is still recorded in the manifest.
     """
     sinks = parse_sinks(metrics)
     if adapters not in ADAPTERS:
@@ -110,7 +114,8 @@ def run_recipe(
         point = None
 
     wf = recipe.workflow(cfg)
-    ports = build_ports(adapters, cfg, run)
+    if ports is None:
+        ports = build_ports(adapters, cfg, run)
     run_id = run.root.name
     telemetry = Telemetry(run_id, [JsonlEventSink(run.events_path)], stage_events=stage_events)
     recorder = MetricsRecorder(metrics_stores(ports, run, sinks))

@@ -28,6 +28,7 @@ class TrainFields(BaseModel):
     checkpoint_every: int = Field(5, ge=0, description="steps between checkpoints; 0 = never")
     eval_every: int = Field(0, ge=0, description="steps between evals; 0 = only at the end")
     model: dict[str, Any] = Field(default_factory=dict, description="adapter model spec")
+    tokenizer: str | None = Field(None, description="tokenizer directory (default: the model's)")
 
 
 def adam(cfg: TrainFields, step: int, total: int) -> AdamParams:

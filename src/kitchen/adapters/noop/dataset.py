@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from kitchen.errors import DataError
@@ -36,8 +38,10 @@ BUILTINS: dict[str, Callable[[], list[dict[str, Any]]]] = {SFT_TINY: sft_tiny_ro
 class NoopDatasetStore:
     """Rows kept per source string in memory; ``save``/``register`` put them there.
 
-    ``load(source, split=...)`` looks up ``"<source>:<split>"`` first, then ``source``.
-    Built-in sources: ``noop://sft-tiny`` (64 deterministic chat rows of addition).
+    ``load(source, split=...)`` looks up ``"<source>:<split>"`` first, then ``source``, and
+    finally reads ``source`` as a local JSONL file if one exists (so noop runs can use real
+    data files). Built-in sources: ``noop://sft-tiny`` (64 deterministic chat rows of
+    addition).
     """
 
     def __init__(self) -> None:
@@ -59,6 +63,8 @@ class NoopDatasetStore:
     def load(self, source: str, *, split: str | None = None) -> ListDataset:
         self.calls.append(("load", {"source": source, "split": split}))
         rows = self._lookup(source, split)
+        if rows is None and split in (None, "train"):
+            rows = _read_local_jsonl(source)
         if rows is None:
             known = sorted({*self._data, *BUILTINS})
             raise DataError(
@@ -77,3 +83,22 @@ class NoopDatasetStore:
 
     def exists(self, source: str) -> bool:
         return source in self._data or source in BUILTINS
+
+
+def _read_local_jsonl(source: str) -> list[dict[str, Any]] | None:
+    """Rows of a local ``.jsonl`` file, or None when ``source`` is not one."""
+    path = Path(source)
+    if path.suffix != ".jsonl" or not path.is_file():
+        return None
+    rows: list[dict[str, Any]] = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(source, i, None, f"not valid JSON ({exc.msg}); fix the line") from None
+        if not isinstance(row, dict):
+            raise DataError(source, i, None, "each line must be a JSON object")
+        rows.append(row)
+    return rows

@@ -40,3 +40,4 @@ class SupervisedConfig(BaseModel):
     checkpoint_every: int = Field(10, ge=0, description="steps between checkpoints; 0 = never")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
     model: dict[str, Any] = Field(default_factory=dict, description="adapter model spec")
+    tokenizer: str | None = Field(None, description="tokenizer directory (default: the model's)")
