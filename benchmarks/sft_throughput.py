@@ -495,6 +495,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"{med[label] / med[base_trl]:.3f}",
             )
     console.print(table)
+
+    def paired(a: str, b: str) -> str:
+        """Median over rounds of a/b measured in the same round (less exposed to drift)."""
+        runs = {**fixed_runs, **packed_runs}
+        if a not in runs or b not in runs:
+            return "nan"
+        return f"{statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True)):.3f}"
+
+    print(
+        "per-round paired ratios (median): "
+        f"kitchen/raw={paired('kitchen', 'torch+peft loop')} "
+        f"kitchen/TRL={paired('kitchen', 'TRL SFTTrainer')} "
+        f"packed/TRL packed={paired('kitchen packed', 'TRL packed')} "
+        f"packed/padded={paired('kitchen packed', 'kitchen padded')}"
+    )
     k_raw = med["kitchen"] / med["torch+peft loop"]
     k_trl = med["kitchen"] / med["TRL SFTTrainer"]
     p_trl = med["kitchen packed"] / med["TRL packed"] if packed_runs else float("nan")
