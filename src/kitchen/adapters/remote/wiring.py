@@ -68,15 +68,7 @@ def _tokenizer(spec: dict[str, Any]) -> Any:
     hf_tok = _local("kitchen.adapters.hf.tokenizer")
     if hf_tok is None:
         raise ConfigError("model.tokenizer", "an HF tokenizer needs the hf extra installed")
-    cls = next(
-        (getattr(hf_tok, n) for n in ("HfTokenizer", "HfTokenizerClient") if hasattr(hf_tok, n)),
-        None,
-    )
-    if cls is None:
-        raise ConfigError("model.tokenizer", "no HF tokenizer adapter found")
-    if hasattr(cls, "from_pretrained"):
-        return cls.from_pretrained(name)
-    return cls(name)
+    return hf_tok.HfTokenizer.load(name)
 
 
 def build_ports(config: Any, run: Any = None) -> Ports:
