@@ -113,3 +113,35 @@ def test_remote_run_killed_and_resumed_matches_uninterrupted(
     )
     assert out.returncode == 0, out.stderr
     assert history(run) == history(tmp_path / "ref")
+
+
+@pytest.mark.parametrize(
+    ("recipe", "sets", "key"),
+    [("rl", ["num_steps=6"], "reward"), ("dpo", ["epochs=1"], "dpo/margin")],
+)
+def test_rl_and_dpo_run_remotely(
+    server: Server, tmp_path: Path, recipe: str, sets: list[str], key: str
+) -> None:
+    args = [x for s in sets for x in ("--set", s)]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kitchen",
+            "run",
+            recipe,
+            "--adapters",
+            "remote",
+            "--no-progress",
+            "--run-dir",
+            str(tmp_path / recipe),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env(server),
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    values = [r[key] for r in history(tmp_path / recipe) if key in r]
+    assert values and all(isinstance(v, float) for v in values)
