@@ -3,10 +3,12 @@
     fetch (git @ pinned commit, http, file://) → normalise (2 shards, parallel)
       → dedup (exact + MinHash LSH) → generate (templates + teacher, with provenance)
       → gate (2 shards, parallel; py_compile on code samples) → package (dataset/vN)
-      → [train QLoRA SFT → eval base vs adapter → export]  (needs the hf adapter)
+      → QLoRA SFT on dataset/vN/train.jsonl (hf adapters, ``model.py``)
+      → prompt suite (test.jsonl) scored on base vs adapter → export adapter + merged model
 
 Every data stage is cached by content hash (``work/cache``): run it twice and the second
-run only revalidates the sources. ``python -m examples.corpus_qlora --help``.
+run only revalidates the sources, and the model half reuses its completed run (keyed by
+the dataset manifest and the SFT config). ``python -m examples.domain_qlora --help``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from examples.corpus_qlora.teacher import ByteTokenizer, ExtractiveTeacher
+from examples.domain_qlora.teacher import ByteTokenizer, ExtractiveTeacher
 
 from kitchen.context import Context
 from kitchen.data.stages import (
@@ -302,9 +304,19 @@ def summary(work: Path, result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m examples.corpus_qlora", description=__doc__)
-    p.add_argument("--work-dir", default="runs/corpus_qlora", help="where everything is written")
+    p = argparse.ArgumentParser(prog="python -m examples.domain_qlora", description=__doc__)
+    p.add_argument("--work-dir", default="runs/domain_qlora", help="where everything is written")
     p.add_argument("--shards", type=int, default=2, help="parallel shards for normalise/gate")
+    p.add_argument(
+        "--data-only", action="store_true", help="stop after packaging the dataset"
+    )
+    p.add_argument("--max-steps", type=int, default=None, help="QLoRA SFT steps (default 40)")
+    p.add_argument(
+        "--model-path",
+        default=None,
+        help="a local pretrained transformers model to fine-tune instead of the tiny "
+        "from-config Llama (its own tokenizer is used)",
+    )
     args = p.parse_args(argv)
     work = Path(args.work_dir).resolve()
     from kitchen.errors import KitchenError
@@ -312,8 +324,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with serve_docs(CORPUS / "docs" / "http") as url:
             result = run_data(work, url, shards=args.shards)
+        print(summary(work, result), flush=True)
+        if args.data_only:
+            return 0
+        from examples.domain_qlora import model as qlora
+
+        spec = {"path": args.model_path, "mode": "qlora"} if args.model_path else None
+        overrides = {"max_steps": args.max_steps} if args.max_steps else None
+        report = qlora.run_model(
+            work, Path(result["state"]["dataset"]), model=spec, overrides=overrides
+        )
     except KitchenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(summary(work, result))
+    print(qlora.summary(report))
+    print(f"report: {work / 'eval' / 'report.json'}")
     return 0
