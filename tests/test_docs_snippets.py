@@ -21,7 +21,7 @@ def test_snippets_run(doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     namespace: dict[str, object] = {"__name__": f"snippet_{Path(doc).stem}"}
     for i, code in enumerate(blocks):
         try:
-            exec(compile(code, f"{doc}#snippet{i}", "exec"), namespace)  # noqa: S102
+            exec(compile(code, f"{doc}#snippet{i}", "exec"), namespace)
         except Exception as exc:  # pragma: no cover - the message is the point
             raise AssertionError(f"{doc} snippet {i} failed: {exc!r}\n{code}") from exc
     assert os.getcwd() == str(tmp_path)

@@ -1,4 +1,5 @@
-"""``python -m examples.domain_qlora [--work-dir DIR] [--data-only] [--max-steps N] [--model-path DIR]``."""
+"""``python -m examples.domain_qlora [--work-dir DIR] [--data-only] [--max-steps N]
+[--model-path DIR]``."""
 
 from examples.domain_qlora.pipeline import main
 

@@ -234,9 +234,11 @@ def run_model(
     recipe = qlora_recipe(dataset / "test.jsonl", int(config["max_length"]))
 
     t0 = time.perf_counter()
-    status = read_json(run_dir / "manifest.json").get("status") if (
-        run_dir / "manifest.json"
-    ).is_file() else None
+    status = (
+        read_json(run_dir / "manifest.json").get("status")
+        if (run_dir / "manifest.json").is_file()
+        else None
+    )
     if status == "completed":
         state = read_json(run_dir / "manifest.json")["final_state"]
         trained = "reused"
@@ -265,7 +267,8 @@ def run_model(
         "dataset": str(dataset),
         "suite": str(dataset / "test.jsonl"),
         "model": model,
-        "sft": {k: config[k] for k in (*SFT_CONFIG, "epochs")} | {
+        "sft": {k: config[k] for k in (*SFT_CONFIG, "epochs")}
+        | {
             "steps": state.get("step"),
             "train_loss_first": losses[0] if losses else None,
             "train_loss_last": losses[-1] if losses else None,

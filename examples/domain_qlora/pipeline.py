@@ -307,9 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m examples.domain_qlora", description=__doc__)
     p.add_argument("--work-dir", default="runs/domain_qlora", help="where everything is written")
     p.add_argument("--shards", type=int, default=2, help="parallel shards for normalise/gate")
-    p.add_argument(
-        "--data-only", action="store_true", help="stop after packaging the dataset"
-    )
+    p.add_argument("--data-only", action="store_true", help="stop after packaging the dataset")
     p.add_argument("--max-steps", type=int, default=None, help="QLoRA SFT steps (default 40)")
     p.add_argument(
         "--model-path",

@@ -127,7 +127,9 @@ def test_one_command_trains_evaluates_and_exports(
     assert base["answer_tokens"] == adapter["answer_tokens"] > 0
     # the adapter fits the domain better than the base model, on every prompt
     assert adapter["loss"] < base["loss"] - 0.3
-    assert all(a["loss"] < b["loss"] for a, b in zip(adapter["prompts"], base["prompts"]))
+    assert all(
+        a["loss"] < b["loss"] for a, b in zip(adapter["prompts"], base["prompts"], strict=True)
+    )
     assert report["delta_adapter_vs_base"] == pytest.approx(adapter["loss"] - base["loss"])
     assert report["sft"]["train_loss_last"] < report["sft"]["train_loss_first"]
     # greedy generations for both models
