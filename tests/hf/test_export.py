@@ -94,3 +94,14 @@ def test_export_of_an_unfinished_run_is_a_clean_error(tmp_path: Path) -> None:
     out = kitchen("export", str(tmp_path / "r"), "--out", str(tmp_path / "o"))
     assert out.returncode == 2 and "has no final weights" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_export_of_a_noop_run_is_a_clean_error(tmp_path: Path) -> None:
+    run = tmp_path / "noop"
+    done = kitchen("run", "sft", "--adapters", "noop", "--run-dir", str(run), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    out = kitchen("export", str(run), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2, out.stderr
+    assert "trained with --adapters noop" in out.stderr and "--adapters hf" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "o").exists()  # nothing half-written

@@ -30,7 +30,15 @@ def final_weights_dir(run: RunDir) -> Path:
             f"{run.root} has no final weights (status {run.read_manifest().get('status')!r}); "
             "export needs a completed run: finish it with `kitchen run RECIPE --resume DIR`"
         )
-    return Path(path)
+    weights = Path(path)
+    if not (weights / "kitchen_spec.json").is_file():
+        adapters = run.read_manifest().get("adapters")
+        raise UsageError(
+            f"{run.root} was trained with --adapters {adapters}, whose weights "
+            f"({weights}) are not a transformers model; export needs a run of the hf "
+            "adapters: `kitchen run RECIPE --adapters hf`"
+        )
+    return weights
 
 
 def _commit(tmp: Path, final: Path) -> None:
