@@ -9,10 +9,13 @@ instead of the stage. Execution then continues exactly where the checkpoint was 
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import itertools
 import re
 import time
 from collections.abc import Iterable, Sequence, Sized
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,18 +205,18 @@ class Runner:
         if tel.stage_events:
             tel.event("stage_start", path=path)
         with tel.span(path, path=path, stage=node.name) as span:
-            logged_before = ctx.metrics.count
-            try:
-                out = node.fn(ctx, **node.params) if node.params else node.fn(ctx)
-            except BaseException as exc:
-                if span is not None:
-                    span.record_exception(exc)
-                self._fail(node, ctx, path, exc)
+            with ctx.metrics.capture() if span is not None else nullcontext() as logged:
+                try:
+                    out = node.fn(ctx, **node.params) if node.params else node.fn(ctx)
+                except BaseException as exc:
+                    if span is not None:
+                        span.record_exception(exc)
+                    self._fail(node, ctx, path, exc)
             if out is not None:
                 ctx.state.update(out)
-            if span is not None and ctx.metrics.count != logged_before:
-                # Only metrics this stage logged become span attributes.
-                for k, v in ctx.metrics.last.items():
+            if span is not None and logged:
+                # Only metrics this stage logged (on its own thread) become span attributes.
+                for k, v in logged.items():
                     span.set_attribute(f"kitchen.metric.{k}", v)
         if tel.stage_events:
             tel.event("stage_end", path=path, seconds=round(time.perf_counter() - t0, 9))
@@ -339,7 +342,10 @@ class Runner:
                 self._seq(b.body, child, f"{path}/{b.name}/", None, None)
                 return child
 
-            return task
+            # A copy of the caller's contextvars per branch, so that the OpenTelemetry span
+            # current here (the workflow span) is the parent of the branch's stage spans on
+            # the executor's threads too.
+            return functools.partial(contextvars.copy_context().run, task)
 
         self.telemetry.event("parallel_start", path=path, branches=len(node.branches))
         results = self.executor.run_all([make_task(i) for i in range(len(node.branches))])
