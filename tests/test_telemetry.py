@@ -72,9 +72,7 @@ def test_parallel_branch_spans_nest_under_the_workflow_span() -> None:
         fn.__name__ = f"log_{name}"
         return fn
 
-    wf = workflow(
-        "w", parallel("p", a=[stage(log_as("a", 1.0))], b=[stage(log_as("b", 2.0))])
-    )
+    wf = workflow("w", parallel("p", a=[stage(log_as("a", 1.0))], b=[stage(log_as("b", 2.0))]))
     Runner(telemetry=Telemetry("r", tracer_provider=provider)).run(wf, Context())
     by_name = {s.name: s for s in exporter.get_finished_spans()}
     root = by_name["workflow:w"]

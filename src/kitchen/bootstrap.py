@@ -22,7 +22,10 @@ METRICS_SINKS = ("jsonl", "tensorboard", "mlflow", "wandb")
 
 
 def _sink(name: str, run: RunDir) -> Any:
-    """One metrics sink writing inside the run directory (imports its library lazily)."""
+    """One metrics sink writing inside the run directory (imports its library lazily).
+
+    MLflow and W&B runs have ids of their own; they are kept in the run manifest
+    (``metrics_sink_ids``) so that ``--resume`` continues the same MLflow/W&B run."""
     if name == "jsonl":
         from kitchen.adapters.metrics.jsonl import JsonlMetricsStore
 
@@ -30,15 +33,25 @@ def _sink(name: str, run: RunDir) -> Any:
     if name == "tensorboard":
         tb = require("kitchen.adapters.metrics.tensorboard", "tensorboard")
         return tb.TensorBoardMetricsStore(run.root / "tensorboard")
+    ids: dict[str, str] = dict(run.read_manifest().get("metrics_sink_ids") or {})
+    store: Any
     if name == "mlflow":
         ml = require("kitchen.adapters.metrics.mlflow", "mlflow")
-        return ml.MlflowMetricsStore(
-            tracking_uri=(run.root / "mlruns").resolve().as_uri(), run_name=run.root.name
+        store = ml.MlflowMetricsStore(
+            tracking_uri=(run.root / "mlruns").resolve().as_uri(),
+            run_name=run.root.name,
+            run_id=ids.get("mlflow"),
         )
-    if name == "wandb":
+    elif name == "wandb":
         wb = require("kitchen.adapters.metrics.wandb", "wandb")
-        return wb.WandbMetricsStore(project="kitchen", run_name=run.root.name, dir=str(run.root))
-    raise UsageError(f"unknown metrics sink {name!r}; choose from: {', '.join(METRICS_SINKS)}")
+        store = wb.WandbMetricsStore(
+            project="kitchen", run_name=run.root.name, dir=str(run.root), run_id=ids.get("wandb")
+        )
+    else:
+        raise UsageError(f"unknown metrics sink {name!r}; choose from: {', '.join(METRICS_SINKS)}")
+    if ids.get(name) != store.run_id:
+        run.update_manifest(metrics_sink_ids={**ids, name: store.run_id})
+    return store
 
 
 def parse_sinks(spec: str | None) -> list[str]:

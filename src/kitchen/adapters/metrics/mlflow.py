@@ -52,6 +52,8 @@ class MlflowMetricsStore:
                 self.experiment_id, run_name=run_name, tags=dict(tags or {})
             )
             run_id = run.info.run_id
+        else:  # a resumed kitchen run continues its MLflow run
+            self.client.update_run(run_id, status="RUNNING")
         self.run_id: str = run_id
         self._lock = threading.Lock()
         self._closed = False
