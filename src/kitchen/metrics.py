@@ -36,7 +36,8 @@ class MetricsRecorder:
         """Collect the latest value of every metric logged *on this thread* inside the
         block (parallel branches log from their own threads and are not mixed in)."""
         outer = getattr(self._local, "captured", None)
-        self._local.captured = captured = {}
+        captured: dict[str, float] = {}
+        self._local.captured = captured
         try:
             yield captured
         finally:
