@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from kitchen.adapters.blob import BlobChecksumError, FsspecBlobStore, validate_key
 from kitchen.errors import AdapterUnavailable
 from kitchen.ports import BlobInfo, BlobStore
-from tests.contracts.blob import BlobStoreContract
+from kitchen.testing import BlobStoreContract
 
 BAD_KEYS = [
     "",
@@ -111,44 +109,19 @@ def store(backend: tuple[str, FsspecBlobStore]) -> FsspecBlobStore:
 
 
 # -- the shared BlobStore contract on every backend ---------------------------------------
-def _own_executor(test: Any) -> Any:
-    """Re-wrap a mixin's Hypothesis test for one subclass.
-
-    Hypothesis' ``differing_executors`` health check fails a ``@given`` method that runs on
-    several subclasses of one mixin; the mixin's settings do not suppress it, so each
-    backend here gets its own copy. (Remove once ``tests/contracts/blob.py`` suppresses
-    ``HealthCheck.differing_executors`` itself.)
-    """
-    inner = test.hypothesis.inner_test
-    return settings(
-        max_examples=25,
-        deadline=None,
-        suppress_health_check=[
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.differing_executors,
-        ],
-    )(given(data=st.binary(max_size=2048))(inner))
-
-
 class TestLocalContract(BlobStoreContract):
-    test_bytes_round_trip = _own_executor(BlobStoreContract.test_bytes_round_trip)
-
     @pytest.fixture
     def blob_store(self, tmp_path: Path) -> BlobStore:
         return FsspecBlobStore(str(tmp_path / "contract"))
 
 
 class TestMemoryContract(BlobStoreContract):
-    test_bytes_round_trip = _own_executor(BlobStoreContract.test_bytes_round_trip)
-
     @pytest.fixture
     def blob_store(self, tmp_path: Path) -> BlobStore:
         return FsspecBlobStore(f"memory://contract-{uuid.uuid4().hex}")
 
 
 class TestS3Contract(BlobStoreContract):
-    test_bytes_round_trip = _own_executor(BlobStoreContract.test_bytes_round_trip)
-
     @pytest.fixture
     def blob_store(self, s3_options: dict[str, Any], s3_bucket: str) -> BlobStore:
         return FsspecBlobStore(f"s3://{s3_bucket}/contract-{uuid.uuid4().hex}", **s3_options)

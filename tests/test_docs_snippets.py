@@ -69,9 +69,8 @@ def test_snippets_run(doc: str, tmp_path: Path) -> None:
     blocks = BLOCK.findall((ROOT / doc).read_text(encoding="utf-8"))
     assert blocks, f"{doc} has no python snippets"
     env = dict(os.environ)
-    # `tests.contracts` (docs/adapters.md) is importable from the repository root, as
-    # under pytest; caches that libraries write (W&B logs, ...) stay in tmp_path.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    # Snippets import only the installed package (kitchen.testing included), never the
+    # repository's `tests`; caches that libraries write (W&B logs, ...) stay in tmp_path.
     env["XDG_CACHE_HOME"] = str(tmp_path / ".cache")
     env["MPLCONFIGDIR"] = str(tmp_path / ".cache" / "matplotlib")
     env.pop("KITCHEN_CACHE_DIR", None)

@@ -23,7 +23,7 @@ from kitchen.adapters.hub import (
 )
 from kitchen.errors import KitchenError, UsageError
 from kitchen.ports import HubClient
-from tests.contracts.hub import HubClientContract
+from kitchen.testing import HubClientContract
 
 HISTORY = [
     {"step": 1, "loss": 2.0, "lr": 0.01},

@@ -11,6 +11,7 @@ import pytest
 from kitchen.adapters.metrics import JsonlMetricsStore, MultiplexMetricsStore
 from kitchen.errors import AdapterUnavailable
 from kitchen.ports import MetricsStore
+from kitchen.testing import MetricsStoreContract
 
 ROWS = [({"loss": 2.5, "lr": 0.001}, 1), ({"loss": 1.25, "acc": 0.5}, 2), ({"loss": 0.75}, 3)]
 
@@ -151,16 +152,15 @@ def test_mlflow_roundtrip(tmp_path: Path) -> None:
 
 
 # The shared MetricsStore contract, run on every sink here.
-contracts = pytest.importorskip("tests.contracts.metrics")
 
 
-class TestJsonlContract(contracts.MetricsStoreContract):
+class TestJsonlContract(MetricsStoreContract):
     @pytest.fixture
     def metrics_store(self, tmp_path: Path) -> MetricsStore:
         return JsonlMetricsStore(tmp_path / "metrics.jsonl")
 
 
-class TestMultiplexContract(contracts.MetricsStoreContract):
+class TestMultiplexContract(MetricsStoreContract):
     @pytest.fixture
     def metrics_store(self, tmp_path: Path) -> MetricsStore:
         return MultiplexMetricsStore(
@@ -168,7 +168,7 @@ class TestMultiplexContract(contracts.MetricsStoreContract):
         )
 
 
-class TestTensorBoardContract(contracts.MetricsStoreContract):
+class TestTensorBoardContract(MetricsStoreContract):
     @pytest.fixture
     def metrics_store(self, tmp_path: Path) -> MetricsStore:
         pytest.importorskip("tensorboard")
@@ -177,7 +177,7 @@ class TestTensorBoardContract(contracts.MetricsStoreContract):
         return TensorBoardMetricsStore(tmp_path / "tb")
 
 
-class TestMlflowContract(contracts.MetricsStoreContract):
+class TestMlflowContract(MetricsStoreContract):
     @pytest.fixture
     def metrics_store(self, tmp_path: Path) -> MetricsStore:
         pytest.importorskip("mlflow")

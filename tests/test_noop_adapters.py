@@ -29,7 +29,7 @@ from kitchen.ports import (
     TokenizerClient,
     TrainingClient,
 )
-from tests.contracts.training import ce_datum, make_sequences
+from kitchen.testing.datums import ce_datum, make_sequences
 
 
 def test_adapters_satisfy_the_port_protocols(tmp_path: Path) -> None:

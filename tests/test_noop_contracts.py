@@ -1,4 +1,4 @@
-"""Every port contract (tests/contracts) run against the noop adapters."""
+"""Every port contract (kitchen.testing) run against the noop adapters."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from kitchen.adapters.noop import (
     NoopTokenizer,
     NoopTrainingClient,
 )
-from tests.contracts import (
+from kitchen.testing import (
     BlobStoreContract,
     DatasetStoreContract,
     HubClientContract,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from kitchen.adapters.noop import NoopSamplingClient, NoopTrainingClient
 from kitchen.adapters.noop._model import AdamState, Weights, adamw_step, bucket_of, run_loss
 from kitchen.ports import AdamParams, Datum, ModelInput, SamplingParams
-from tests.contracts.training import PPO_CONFIG, ce_datum, make_sequences, rl_datum
+from kitchen.testing.datums import PPO_CONFIG, ce_datum, make_sequences, rl_datum
 
 VOCAB = 300  # small vocabulary keeps finite differences cheap
 BUCKETS = 4

@@ -10,7 +10,7 @@ import pytest
 
 from kitchen.errors import AdapterUnavailable
 from kitchen.ports import MetricsStore
-from tests.contracts.metrics import MetricsStoreContract
+from kitchen.testing import MetricsStoreContract
 
 pytest.importorskip("wandb")
 

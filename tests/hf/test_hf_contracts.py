@@ -10,8 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from tests.contracts.sampling import SamplingClientContract
-from tests.contracts.training import TrainingClientContract
+from kitchen.testing import SamplingClientContract, TrainingClientContract
 from tests.hf.conftest import VOCAB, tiny_spec
 
 pytestmark = pytest.mark.hf

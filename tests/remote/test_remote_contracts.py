@@ -11,7 +11,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("tinker")
 
 from kitchen.adapters.remote.training import RemoteConfig, RemoteTrainingClient
-from tests.contracts import SamplingClientContract, TrainingClientContract
+from kitchen.testing import SamplingClientContract, TrainingClientContract
 from tests.remote.server import TOKEN, Server
 
 VOCAB = 512

@@ -10,6 +10,8 @@ Optional fixtures (defaults shown in the code): ``adam_params`` (used for traini
 computations of the same logprobs), ``loss_rtol``/``loss_atol`` (``loss:sum`` against the
 reference formula), ``restore_atol`` (``load_state`` exactness; 0 = bit-identical) and
 ``result_timeout`` (seconds to wait on a future).
+
+The datums come from :mod:`kitchen.testing.datums`.
 """
 
 from __future__ import annotations
@@ -32,42 +34,9 @@ from kitchen.ports import (
     TrainingClient,
 )
 from kitchen.ports import losses as ref
-
-PPO_CONFIG = {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1}
-
+from kitchen.testing.datums import PPO_CONFIG, ce_datum, make_sequences, rl_datum
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def make_sequences(vocab_size: int, n: int, length: int, seed: int = 0) -> list[list[int]]:
-    """``n`` deterministic token sequences of ``length + 1`` ids below ``vocab_size``."""
-    rng = random.Random(seed)
-    lo = 4 if vocab_size > 8 else 0
-    return [[rng.randrange(lo, vocab_size) for _ in range(length + 1)] for _ in range(n)]
-
-
-def ce_datum(seq: Sequence[int], weights: Sequence[float] | None = None) -> Datum:
-    """Next-token datum: input ``seq[:-1]``, targets ``seq[1:]`` (Tinker's convention)."""
-    n = len(seq) - 1
-    w = list(weights) if weights is not None else [1.0] * n
-    return Datum(
-        ModelInput.from_ints(seq[:-1]),
-        {
-            "target_tokens": TensorData(tuple(seq[1:]), "int64"),
-            "weights": TensorData(tuple(w), "float32"),
-        },
-    )
-
-
-def rl_datum(seq: Sequence[int], sampler_logp: Sequence[float], adv: Sequence[float]) -> Datum:
-    return Datum(
-        ModelInput.from_ints(seq[:-1]),
-        {
-            "target_tokens": TensorData(tuple(seq[1:]), "int64"),
-            "logprobs": TensorData(tuple(sampler_logp), "float32"),
-            "advantages": TensorData(tuple(adv), "float32"),
-        },
-    )
 
 
 def logprobs_of(out: ForwardBackwardOutput) -> list[list[float]]:
@@ -187,7 +156,9 @@ class TrainingClientContract:
         }
         for name, fut in futs.items():
             assert hasattr(fut, "result") and hasattr(fut, "done"), name
-        results = {name: fut.result(timeout=result_timeout) for name, fut in futs.items()}
+        results: dict[str, Any] = {
+            name: fut.result(timeout=result_timeout) for name, fut in futs.items()
+        }
         assert all(f.done() for f in futs.values())
         path = results["save_state"].path
         assert isinstance(path, str) and path
@@ -367,7 +338,8 @@ class TrainingClientContract:
         loss_fn = "cross_entropy"
         data: list[Datum]
         if case == "missing_weights":
-            data = [Datum(ModelInput.from_ints(seq[:-1]), {"target_tokens": seq[1:]})]
+            targets = TensorData(tuple(seq[1:]), "int64")
+            data = [Datum(ModelInput.from_ints(seq[:-1]), {"target_tokens": targets})]
         elif case == "misaligned":
             data = [ce_datum(seq, [1.0] * (len(seq) - 3))]
         elif case == "unknown_loss_fn":
