@@ -4,13 +4,14 @@ Each run is the recipe's own (``run_recipe(..., adapters="hf")``) with a few ove
 each test compares an early window of the logged metric with a late window (and with the
 untrained start), for several seeds. Measured figures are printed (``-s``).
 
-The runs set ``model.mode=full``. The recipes' default hf model (``TINY_HF_MODEL``) puts a
-LoRA adapter on *randomly initialised* frozen weights with tied embeddings, and that model
-cannot concentrate probability on any token: the final RMSNorm (frozen, weight 1) fixes the
-hidden-state norm at sqrt(64) = 8 and the frozen embedding rows have norm ~0.16, so every
-logit stays within about +-1.3 and no token can get more than ~0.8 % of the mass over the
-512-token vocabulary. Under it RL reward stays at chance (~0.015) and DPO margins stay
-~0.03. Training all weights (as the quickstart does for its from-scratch model) learns.
+The runs use the recipes' hf defaults, which train the tiny model in full
+(``HF_FULL_DEFAULTS``; rl and dpo also set an AdamW-sized learning rate). The sft recipe's
+LoRA default (``TINY_HF_MODEL``) would not learn these objectives: a LoRA adapter on
+*randomly initialised* frozen weights with tied embeddings cannot concentrate probability on
+any token (the frozen final RMSNorm fixes the hidden-state norm at sqrt(64) = 8 and the
+frozen embedding rows have norm ~0.16, so every logit stays within about +-1.3, under 0.8 %
+of the mass over 512 tokens). Under it RL reward stayed at chance (~0.015) and DPO margins
+at ~0.03.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from kitchen.recipes.distill import distill  # noqa: E402
 from kitchen.recipes.dpo import dpo  # noqa: E402
 from kitchen.recipes.rl import rl  # noqa: E402
 
-#: Train every weight of the from-config model (see the module docstring for why not LoRA).
-FULL = "model.mode=full"
 SEEDS = [0, 1, 2]
 
 
@@ -53,6 +52,7 @@ def _finished(res: RunResult, keys: list[str]) -> list[dict[str, Any]]:
     manifest = res.run_dir.read_manifest()
     assert manifest.get("status") == "completed", manifest.get("status")
     assert manifest.get("adapters") == "hf"
+    assert res.run_dir.read_config()["model"]["mode"] == "full"  # the recipes' hf default
     assert res.run_dir.metrics_path.is_file()
     records = res.run_dir.metrics()
     for key in keys:
@@ -74,7 +74,7 @@ def test_hf_rl_reward_rises(tmp_path: Path, seed: int, capsys: pytest.CaptureFix
         rl(),
         adapters="hf",
         run_dir=tmp_path / "rl",
-        overrides=[FULL, f"seed={seed}", f"num_steps={steps}", "learning_rate=0.03"],
+        overrides=[f"seed={seed}", f"num_steps={steps}"],
     )
     recs = _finished(res, ["reward", "reward/max", "rollout/neg_logprob", "loss", "val_reward"])
     rewards = _finite(recs, "reward")
@@ -103,7 +103,7 @@ def test_hf_dpo_margin_grows(tmp_path: Path, seed: int, capsys: pytest.CaptureFi
         dpo(),
         adapters="hf",
         run_dir=tmp_path / "dpo",
-        overrides=[FULL, f"seed={seed}", "epochs=6", "learning_rate=0.01"],
+        overrides=[f"seed={seed}", "epochs=6"],
     )
     recs = _finished(res, ["dpo/margin", "dpo/accuracy", "loss", "val/dpo_margin", "val_loss"])
     margins = _finite(recs, "dpo/margin")
@@ -134,7 +134,7 @@ def test_hf_distill_kl_falls(tmp_path: Path, seed: int, capsys: pytest.CaptureFi
         distill(),
         adapters="hf",
         run_dir=tmp_path / "d",
-        overrides=[FULL, f"seed={seed}", f"num_steps={steps}"],
+        overrides=[f"seed={seed}", f"num_steps={steps}"],
     )
     recs = _finished(res, ["kl", "loss", "val_kl", "kl/train_fixed"])
     kl = _finite(recs, "kl")

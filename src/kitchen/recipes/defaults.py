@@ -24,3 +24,19 @@ TINY_HF_MODEL: dict[str, Any] = {
 }
 
 HF_DEFAULTS: dict[str, dict[str, Any]] = {"hf": {"model": TINY_HF_MODEL}}
+
+#: The same tiny model trained in full: the hf default of the rl, dpo and distill recipes.
+#: A LoRA adapter on a *randomly initialised* frozen base cannot move its output
+#: distribution far (the frozen final norm and tied ~0.16-norm embedding rows cap every
+#: logit near +-1.3, under 1 % of the mass for any token of 512), so those objectives, which
+#: must sharpen the policy, do not learn; tests/hf/test_hf_rl_dpo_distill.py shows it. With
+#: a pretrained model (``model.path`` / ``model.hub_id``) set ``model.mode=lora`` again.
+TINY_HF_FULL_MODEL: dict[str, Any] = {"config": TINY_HF_MODEL["config"], "mode": "full"}
+
+HF_FULL_DEFAULTS: dict[str, dict[str, Any]] = {"hf": {"model": TINY_HF_FULL_MODEL}}
+
+
+def hf_full_defaults(**overrides: Any) -> dict[str, dict[str, Any]]:
+    """:data:`HF_FULL_DEFAULTS` plus recipe-specific hf settings (e.g. a learning rate
+    that suits AdamW on a transformer rather than the noop model's)."""
+    return {"hf": {**HF_FULL_DEFAULTS["hf"], **overrides}}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kitchen.recipes.defaults import HF_DEFAULTS
+from kitchen.recipes.defaults import hf_full_defaults
 from kitchen.recipes.recipe import Recipe
 from kitchen.workflows.distillation import DistillConfig, distill_workflow
 
@@ -13,5 +13,5 @@ def distill() -> Recipe:
         description="Distillation from a teacher: token KL/JSD (off-policy) or on-policy.",
         config_model=DistillConfig,
         build=distill_workflow,
-        adapter_defaults=HF_DEFAULTS,
+        adapter_defaults=hf_full_defaults(),
     )

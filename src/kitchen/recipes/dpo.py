@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kitchen.recipes.defaults import HF_DEFAULTS
+from kitchen.recipes.defaults import hf_full_defaults
 from kitchen.recipes.recipe import Recipe
 from kitchen.workflows.preference import DPOConfig, dpo_workflow
 
@@ -13,5 +13,5 @@ def dpo() -> Recipe:
         description="Preference optimisation (DPO sigmoid / IPO / hinge) on chosen/rejected pairs.",
         config_model=DPOConfig,
         build=dpo_workflow,
-        adapter_defaults=HF_DEFAULTS,
+        adapter_defaults=hf_full_defaults(learning_rate=0.01),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kitchen.recipes.defaults import HF_DEFAULTS
+from kitchen.recipes.defaults import hf_full_defaults
 from kitchen.recipes.recipe import Recipe
 from kitchen.workflows.reinforcement import RLConfig, rl_workflow
 
@@ -13,5 +13,5 @@ def rl() -> Recipe:
         description="RL on env groups (GRPO/RLOO advantages, importance sampling or PPO).",
         config_model=RLConfig,
         build=rl_workflow,
-        adapter_defaults=HF_DEFAULTS,
+        adapter_defaults=hf_full_defaults(learning_rate=0.03),
     )
