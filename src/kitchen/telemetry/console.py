@@ -51,7 +51,9 @@ class ConsoleProgress:
                 self._progress.update(task.id, status=text)
 
     def stop(self, task: TaskID) -> None:
-        self._progress.remove_task(task)
+        """End a loop's bar. Inner bars are removed (a new one starts for every outer
+        iteration); the outermost bar stays on screen, finished, as the run's summary."""
         self._active -= 1
         if self._active == 0:
-            self._progress.stop()
+            self._progress.stop()  # renders the last frame, the finished outer bar in it
+        self._progress.remove_task(task)
