@@ -114,6 +114,7 @@ def run_recipe(
         point = None
 
     wf = recipe.workflow(cfg)
+    owns_ports = ports is None  # ports built here are closed here; injected ones are not
     if ports is None:
         ports = build_ports(adapters, cfg, run)
     run_id = run.root.name
@@ -143,6 +144,9 @@ def run_recipe(
         run.sync()
         raise
     finally:
+        if owns_ports:
+            for err in ports.close():
+                telemetry.event("port_close_failed", level="warning", error=repr(err))
         recorder.close()
         telemetry.close()
         if cache.decisions:

@@ -31,12 +31,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield srv
 
 
+_opened: list[RemoteTrainingClient] = []
+
+
 def remote_client(server: Server, seed: int = 0) -> RemoteTrainingClient:
-    return RemoteTrainingClient(
+    client = RemoteTrainingClient(
         RemoteConfig(
             base_url=server.url, api_key=TOKEN, base_model="noop-tiny", lora_rank=4, seed=seed
         )
     )
+    _opened.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_sessions(server: Server) -> Any:
+    """Finish each test's SDK sessions while the server is up (open ones keep heartbeating)."""
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 class TestRemoteTraining(TrainingClientContract):

@@ -47,8 +47,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield srv
 
 
+_opened: list[Any] = []
+
+
 def _service(srv: Server, key: str = TOKEN) -> Any:
-    return tinker.ServiceClient(base_url=srv.url, api_key=key)
+    sc = tinker.ServiceClient(base_url=srv.url, api_key=key)
+    _opened.append(sc)
+    return sc
+
+
+def _close_all() -> None:
+    """Finish every SDK session this test opened, while its server is still up: a client
+    left open keeps heartbeating (and logging failures) after the server is gone."""
+    while _opened:
+        try:
+            _opened.pop().close("success").result(timeout=10)
+        except Exception:
+            pass  # a session on a server that was killed is already gone
+
+
+@pytest.fixture(autouse=True)
+def _close_sessions() -> Any:
+    yield
+    _close_all()
 
 
 def _train(tc: Any, steps: int, start: int = 0) -> list[float]:
@@ -225,6 +246,7 @@ def test_oversized_body_refused(tmp_path: Path) -> None:
         assert info.value.status_code == 413
         # Small requests still work.
         assert tc.forward(BATCHES[0], "cross_entropy").result(timeout=60).metrics
+        _close_all()
 
 
 def test_kill_restart_resume_loses_no_completed_step(tmp_path: Path) -> None:
@@ -236,6 +258,7 @@ def test_kill_restart_resume_loses_no_completed_step(tmp_path: Path) -> None:
         sc = _service(ref)
         tc = sc.create_lora_training_client(base_model=MODEL, rank=4, seed=9).result(timeout=60)
         reference = [_train(tc, 1, start=i)[0] for i in range(steps)]
+        _close_all()
 
     srv = Server(data_dir).start()
     try:
@@ -258,6 +281,7 @@ def test_kill_restart_resume_loses_no_completed_step(tmp_path: Path) -> None:
         tc2 = sc2.create_training_client_from_state_with_optimizer(path).result(timeout=60)
         losses += _train(tc2, steps - step, start=step)
     finally:
+        _close_all()
         srv.stop()
     assert step == kill_after
     assert losses == pytest.approx(reference, rel=1e-6)

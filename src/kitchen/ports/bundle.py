@@ -49,3 +49,23 @@ class Ports:
 
     def with_(self, **changes: Any) -> Ports:
         return replace(self, **changes)
+
+    def close(self) -> list[BaseException]:
+        """Close every port that has a ``close()`` (each instance once; ``metrics`` is left
+        to the metrics recorder that writes to it). Stops adapter worker threads, releases
+        models and ends remote sessions. Returns the errors raised, after trying them all."""
+        seen: set[int] = set()
+        errors: list[BaseException] = []
+        candidates = [
+            getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "metrics")
+        ]
+        for port in [*candidates, *self.extra.values()]:
+            close = getattr(port, "close", None)
+            if port is None or id(port) in seen or not callable(close):
+                continue
+            seen.add(id(port))
+            try:
+                close()
+            except Exception as exc:  # one failing port must not keep the others open
+                errors.append(exc)
+        return errors
