@@ -16,7 +16,7 @@ if not hasattr(noop, "NoopTrainingClient"):
 pytest.importorskip("kitchen.adapters.metrics.jsonl", reason="JSONL metrics store not landed yet")
 
 
-def test_rl_noop_reward_rises_and_resumes(tmp_path: Path) -> None:
+def test_rl_noop_reward_rises_and_checkpoints(tmp_path: Path) -> None:
     res = run_recipe(rl(), adapters="noop", run_dir=tmp_path / "r", overrides=["num_steps=30"])
     recs = res.run_dir.metrics()
     rewards = [r["reward"] for r in recs if "reward" in r]
