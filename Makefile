@@ -17,12 +17,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel >/dev/null
 
+# Fails the install if a CUDA build of torch slipped in (see constraints.txt).
+CHECK_CPU_TORCH := $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'torch ' + torch.__version__ + ' is a CUDA build; constraints.txt pins the CPU wheel')"
+
 $(VENV)/.main-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install $(CONSTRAINTS) -e ".[$(EXTRAS_MAIN)]"
+	$(CHECK_CPU_TORCH)
 	touch $@
 
 $(VENV)/.test-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install $(CONSTRAINTS) -e ".[$(EXTRAS_TEST)]"
+	$(CHECK_CPU_TORCH)
 	touch $@ $(VENV)/.main-installed
 
 quickstart: $(VENV)/.main-installed

@@ -47,12 +47,12 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
-def _finished(res: RunResult, keys: list[str]) -> list[dict[str, Any]]:
+def _finished(res: RunResult, keys: list[str], mode: str = "full") -> list[dict[str, Any]]:
     """The run completed on the hf adapters and metrics.jsonl holds every key, finite."""
     manifest = res.run_dir.read_manifest()
     assert manifest.get("status") == "completed", manifest.get("status")
     assert manifest.get("adapters") == "hf"
-    assert res.run_dir.read_config()["model"]["mode"] == "full"  # the recipes' hf default
+    assert res.run_dir.read_config()["model"]["mode"] == mode  # full: the recipes' hf default
     assert res.run_dir.metrics_path.is_file()
     records = res.run_dir.metrics()
     for key in keys:
@@ -149,3 +149,32 @@ def test_hf_distill_kl_falls(tmp_path: Path, seed: int, capsys: pytest.CaptureFi
     )
     assert late < early / 3
     assert val[-1] < val[0] / 1.5
+
+
+def test_dpo_with_adapter_disabled_reference_runs_and_learns(tmp_path: Path) -> None:
+    """reference='adapter_disabled' on a LoRA model: the base model's logprobs (through
+    ``forward_with_adapter_disabled``) are the reference; with LoRA's B starting at zero
+    they equal the initial policy's, so the first margin is ~0 and the run matches
+    reference='precomputed' step for step."""
+    common = ["model.mode=lora", "epochs=2", "seed=0"]
+    runs = {}
+    for ref in ("precomputed", "adapter_disabled"):
+        res = run_recipe(
+            dpo(), adapters="hf", run_dir=tmp_path / ref, overrides=[*common, f"reference={ref}"]
+        )
+        recs = _finished(res, ["dpo/margin", "dpo/accuracy"], mode="lora")
+        runs[ref] = [r["dpo/margin"] for r in recs if "dpo/margin" in r]
+    assert abs(runs["adapter_disabled"][0]) < 1e-4
+    assert runs["adapter_disabled"] == pytest.approx(runs["precomputed"], rel=1e-4, abs=1e-5)
+
+
+def test_adapter_disabled_reference_needs_a_lora_model(tmp_path: Path) -> None:
+    from kitchen.errors import StageError
+
+    with pytest.raises(StageError, match="needs a LoRA/QLoRA model"):
+        run_recipe(
+            dpo(),
+            adapters="hf",
+            run_dir=tmp_path / "full",
+            overrides=["model.mode=full", "epochs=1", "reference=adapter_disabled"],
+        )

@@ -314,3 +314,27 @@ def test_load_from_path(tmp_path: Path) -> None:
     for n, p in again.model.get_base_model().named_parameters():
         if "lora_" not in n:
             assert torch.equal(p, sd[n.replace(".base_layer", "")]), n
+
+
+def test_forward_with_adapter_disabled_is_the_base_model(make_client: Any) -> None:
+    """After LoRA steps the adapter-off forward still gives the initial (base) logprobs,
+    while the normal forward has moved; the adapter is back on afterwards."""
+    client = make_client("lora")
+    data = _batch()
+    initial = logprobs_of(client.forward(data, "cross_entropy").result(TIMEOUT))
+    for _ in range(3):
+        _step(client, data, AdamParams(learning_rate=3e-2))
+    trained = logprobs_of(client.forward(data, "cross_entropy").result(TIMEOUT))
+    base = logprobs_of(client.forward_with_adapter_disabled(data).result(TIMEOUT))
+    again = logprobs_of(client.forward(data, "cross_entropy").result(TIMEOUT))
+    flat = lambda xs: [x for row in xs for x in row]  # noqa: E731
+    assert flat(base) == pytest.approx(flat(initial), abs=1e-5)
+    assert max(abs(a - b) for a, b in zip(flat(trained), flat(initial), strict=True)) > 1e-2
+    assert flat(again) == pytest.approx(flat(trained), abs=1e-6)
+
+
+def test_forward_with_adapter_disabled_refuses_full_models(make_client: Any) -> None:
+    from kitchen.errors import UsageError
+
+    with pytest.raises(UsageError, match="needs a LoRA/QLoRA model"):
+        make_client("full").forward_with_adapter_disabled(_batch())

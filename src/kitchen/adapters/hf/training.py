@@ -36,7 +36,7 @@ from kitchen.adapters.hf.batch import Batch, collate, collate_packed_datums
 from kitchen.adapters.hf.losses import compute_loss, token_logprobs
 from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_model
 from kitchen.adapters.hf.sampling import HfSamplingClient
-from kitchen.errors import CheckpointError
+from kitchen.errors import CheckpointError, UsageError
 from kitchen.io import atomic_write_json
 from kitchen.ports import losses as ref
 from kitchen.ports.futures import KFuture, SerialWorker
@@ -173,6 +173,30 @@ class HfTrainingClient:
         """Compute the loss and logprobs without gradients (eval mode)."""
         self._check(data, loss_fn, loss_fn_config)
         return self._worker.submit(self._run, list(data), loss_fn, loss_fn_config, False)
+
+    def forward_with_adapter_disabled(
+        self,
+        data: Sequence[Datum],
+        loss_fn: LossFnType = "cross_entropy",
+        loss_fn_config: Mapping[str, float] | None = None,
+    ) -> KFuture[ForwardBackwardOutput]:
+        """:meth:`forward` with the LoRA adapter switched off: the frozen base model's
+        logprobs, e.g. DPO's reference (``reference="adapter_disabled"``) at no extra
+        memory. Runs in submission order with the other calls, like ``forward``."""
+        if not self.spec.is_lora:
+            raise UsageError(
+                f"forward_with_adapter_disabled needs a LoRA/QLoRA model; this one trains in "
+                f"{self.spec.mode!r} mode. Use DPO reference='precomputed' or 'frozen_copy'"
+            )
+        self._check(data, loss_fn, loss_fn_config)
+        return self._worker.submit(self._run_base, list(data), loss_fn, loss_fn_config)
+
+    def _run_base(
+        self, data: list[Datum], loss_fn: str, loss_fn_config: Mapping[str, float] | None
+    ) -> ForwardBackwardOutput:
+        lm = self._ensure()
+        with lm.model.disable_adapter():  # peft: the adapter layers pass the input through
+            return self._run(data, loss_fn, loss_fn_config, False)
 
     def _check(
         self, data: Sequence[Datum], loss_fn: str, loss_fn_config: Mapping[str, float] | None
