@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from examples.domain_qlora.teacher import ByteTokenizer, ExtractiveTeacher
+from examples.domain_qlora.teacher import ExtractiveTeacher
 
+from kitchen.adapters.blob import FsspecBlobStore
+from kitchen.adapters.noop import NoopTokenizer
 from kitchen.context import Context
 from kitchen.data.stages import (
     CommandCheck,
@@ -215,58 +217,12 @@ def write_sources(work: Path, docs_url: str) -> Path:
     return path
 
 
-def blob_store(root: Path) -> Any:
-    """The fsspec BlobStore adapter on a local directory (a minimal local one if absent)."""
-    try:
-        from kitchen.adapters.blob import FsspecBlobStore
-    except ImportError:
-        return _LocalBlobStore(root)
-    return FsspecBlobStore(str(root))
-
-
-class _LocalBlobStore:
-    """The BlobStore port over a directory, for checkouts without the fsspec adapter."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def put(self, key: str, data: bytes) -> Any:
-        from kitchen.io import atomic_write_bytes
-
-        atomic_write_bytes(self.root / key, data)
-        return self.info(key)
-
-    def get(self, key: str) -> bytes:
-        p = self.root / key
-        if ".." in key.split("/") or not p.is_file():
-            raise KeyError(key)
-        return p.read_bytes()
-
-    def exists(self, key: str) -> bool:
-        return (self.root / key).is_file()
-
-    def delete(self, key: str) -> None:
-        if not self.exists(key):
-            raise KeyError(key)
-        (self.root / key).unlink()
-
-    def list(self, prefix: str = "") -> list[str]:
-        keys = (str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
-        return sorted(k for k in keys if k.startswith(prefix))
-
-    def info(self, key: str) -> Any:
-        import hashlib
-
-        from kitchen.ports.blob import BlobInfo
-
-        data = self.get(key)
-        return BlobInfo(key, len(data), "sha256:" + hashlib.sha256(data).hexdigest())
-
-
 def ports(work: Path) -> Ports:
-    tok = ByteTokenizer()
+    tok = NoopTokenizer()  # bytes as tokens: all the model-free teacher needs
     return Ports(
-        blob=blob_store(work / "blobs"), tokenizer=tok, extra={"teacher": ExtractiveTeacher(tok)}
+        blob=FsspecBlobStore(str(work / "blobs")),
+        tokenizer=tok,
+        extra={"teacher": ExtractiveTeacher(tok)},
     )
 
 

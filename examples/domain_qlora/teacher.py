@@ -1,51 +1,20 @@
-"""Stand-ins for the teacher ports, used when no model adapter is installed.
+"""A stand-in teacher, used when no model adapter is installed.
 
-:class:`ByteTokenizer` and :class:`ExtractiveTeacher` implement the ``TokenizerClient`` and
-``SamplingClient`` ports without any model: the "teacher" answers from the first docstring
-in the prompt. They keep the example runnable in seconds on any machine; pass a real
-``SamplingClient`` (``ports.extra["teacher"]``: an hf model, a ``kitchen serve`` endpoint,
-Tinker) to generate real synthetic answers - the pipeline does not change.
+:class:`ExtractiveTeacher` implements the ``SamplingClient`` port without any model: it
+answers from the first docstring in the prompt, decoding and encoding through any
+``TokenizerClient`` (the pipeline uses the byte-level ``NoopTokenizer``). It keeps the
+example runnable in seconds on any machine; pass a real ``SamplingClient``
+(``ports.extra["teacher"]``: an hf model, a ``kitchen serve`` endpoint, Tinker) to generate
+real synthetic answers - the pipeline does not change.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
 
 from kitchen.ports.futures import KFuture, resolved
-from kitchen.ports.tokenizer import RenderedChat
+from kitchen.ports.tokenizer import TokenizerClient
 from kitchen.ports.types import ModelInput, SampledSequence, SampleResponse, SamplingParams
-
-
-class ByteTokenizer:
-    """UTF-8 bytes as tokens (id = byte + 3); 1 = BOS, 2 = EOS."""
-
-    vocab_size = 259
-    eos_token_id = 2
-    bos_token_id = 1
-    pad_token_id = 0
-
-    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
-        return [b + 3 for b in text.encode("utf-8")]
-
-    def decode(self, tokens: Sequence[int], *, skip_special_tokens: bool = True) -> str:
-        return bytes(t - 3 for t in tokens if 3 <= t < 259).decode("utf-8", errors="replace")
-
-    def render_chat(
-        self,
-        messages: Any,
-        *,
-        train_on: Any = "last_assistant",
-        add_generation_prompt: bool = False,
-    ) -> RenderedChat:
-        toks: list[int] = []
-        weights: list[float] = []
-        for m in messages:
-            t = self.encode(f"<{m['role']}>{m['content']}\n")
-            toks += t
-            weights += [1.0 if m["role"] == "assistant" else 0.0] * len(t)
-        return RenderedChat(tuple(toks), tuple(weights))
 
 
 class ExtractiveTeacher:
@@ -53,7 +22,7 @@ class ExtractiveTeacher:
 
     model_name = "extractive-teacher-v1"
 
-    def __init__(self, tokenizer: ByteTokenizer) -> None:
+    def __init__(self, tokenizer: TokenizerClient) -> None:
         self.tok = tokenizer
 
     def sample(

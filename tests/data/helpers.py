@@ -1,96 +1,37 @@
-"""Local stand-ins for the tests: a directory BlobStore, a byte tokenizer, a canned teacher,
-a local git repository and an http.server on 127.0.0.1."""
+"""Local stand-ins for the tests: a put-counting directory BlobStore, a canned teacher, a
+local git repository and an http.server on 127.0.0.1."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import http.server
 import os
 import re
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kitchen.io import atomic_write_bytes
+from kitchen.adapters.blob import FsspecBlobStore
 from kitchen.ports.blob import BlobInfo
 from kitchen.ports.futures import KFuture, resolved
-from kitchen.ports.tokenizer import RenderedChat
+from kitchen.ports.tokenizer import TokenizerClient
 from kitchen.ports.types import ModelInput, SampledSequence, SampleResponse, SamplingParams
 
 
-class DirBlobStore:
-    """BlobStore over a directory; counts puts so tests can prove idempotence."""
+class DirBlobStore(FsspecBlobStore):
+    """The fsspec BlobStore on a directory, counting puts so tests can prove idempotence."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        super().__init__(str(root))
         self.puts: list[str] = []
 
-    def _p(self, key: str) -> Path:
-        if ".." in key.split("/") or key.startswith("/"):
-            raise ValueError(f"bad key {key!r}")
-        return self.root / key
-
     def put(self, key: str, data: bytes) -> BlobInfo:
-        atomic_write_bytes(self._p(key), data)
+        info = super().put(key, data)
         self.puts.append(key)
-        return self.info(key)
-
-    def get(self, key: str) -> bytes:
-        p = self._p(key)
-        if not p.is_file():
-            raise KeyError(key)
-        return p.read_bytes()
-
-    def exists(self, key: str) -> bool:
-        return self._p(key).is_file()
-
-    def delete(self, key: str) -> None:
-        p = self._p(key)
-        if not p.is_file():
-            raise KeyError(key)
-        p.unlink()
-
-    def list(self, prefix: str = "") -> list[str]:
-        out = [str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()]
-        return sorted(k for k in out if k.startswith(prefix))
-
-    def info(self, key: str) -> BlobInfo:
-        data = self.get(key)
-        return BlobInfo(key, len(data), "sha256:" + hashlib.sha256(data).hexdigest())
-
-
-class ByteTokenizer:
-    """Token = UTF-8 byte + 3; 1 = BOS, 2 = EOS."""
-
-    vocab_size = 259
-    eos_token_id = 2
-    bos_token_id = 1
-    pad_token_id = 0
-
-    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
-        return [b + 3 for b in text.encode("utf-8")]
-
-    def decode(self, tokens: Sequence[int], *, skip_special_tokens: bool = True) -> str:
-        return bytes(t - 3 for t in tokens if t >= 3).decode("utf-8", errors="replace")
-
-    def render_chat(
-        self,
-        messages: Any,
-        *,
-        train_on: Any = "last_assistant",
-        add_generation_prompt: bool = False,
-    ) -> RenderedChat:
-        toks: list[int] = []
-        weights: list[float] = []
-        for m in messages:
-            t = self.encode(f"{m['role']}: {m['content']}\n")
-            toks += t
-            weights += [1.0 if m["role"] == "assistant" else 0.0] * len(t)
-        return RenderedChat(tuple(toks), tuple(weights))
+        return info
 
 
 class CannedTeacher:
@@ -98,7 +39,7 @@ class CannedTeacher:
 
     model_name = "canned-teacher"
 
-    def __init__(self, tok: ByteTokenizer) -> None:
+    def __init__(self, tok: TokenizerClient) -> None:
         self.tok = tok
         self.calls = 0
         self._lock = threading.Lock()

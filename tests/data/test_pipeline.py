@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kitchen.adapters.noop import NoopTokenizer
 from kitchen.context import Context
 from kitchen.data.stages import (
     CommandCheck,
@@ -31,7 +32,7 @@ from kitchen.errors import DataError, UsageError
 from kitchen.io import read_jsonl
 from kitchen.ports.bundle import Ports
 from kitchen.runner import Runner, StageCache
-from tests.data.helpers import ByteTokenizer, CannedTeacher, DirBlobStore
+from tests.data.helpers import CannedTeacher, DirBlobStore
 
 pytest.importorskip("datasketch")
 
@@ -86,7 +87,7 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def run(tmp: Path, wf, teacher: CannedTeacher | None = None) -> tuple[Context, StageCache]:
-    tok = ByteTokenizer()
+    tok = NoopTokenizer()
     teacher = teacher or CannedTeacher(tok)
     ports = Ports(blob=DirBlobStore(tmp / "blobs"), tokenizer=tok, extra={"teacher": teacher})
     ctx = Context(ports=ports, state={"sources": str(tmp / "sources.yaml")})
@@ -100,7 +101,7 @@ def misses(cache: StageCache) -> list[str]:
 
 
 def test_rerun_does_no_work_and_changes_rerun_only_downstream(corpus: Path) -> None:
-    tok = ByteTokenizer()
+    tok = NoopTokenizer()
     teacher = CannedTeacher(tok)
     ctx, cache = run(corpus, build(corpus), teacher)
     assert len(misses(cache)) == len(cache.decisions) == 10

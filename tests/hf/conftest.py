@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kitchen.ports import Datum, ModelInput, TensorData
+from kitchen.testing.datums import ce_datum, make_sequences, rl_datum
+
+__all__ = ["TINY", "VOCAB", "ce_datum", "logprobs_of", "rl_datum", "sequences", "tiny_spec"]
 
 # Nothing heavy at import: other suites in this directory must run where peft is absent.
 
@@ -46,32 +46,8 @@ def tiny_spec(mode: str = "lora", **overrides: Any) -> Any:
 
 
 def sequences(n: int, length: int, seed: int = 0) -> list[list[int]]:
-    """``n`` sequences of ``length + 1`` ids (avoiding the small special ids)."""
-    rng = random.Random(seed)
-    return [[rng.randrange(4, VOCAB) for _ in range(length + 1)] for _ in range(n)]
-
-
-def ce_datum(seq: Sequence[int], weights: Sequence[float] | None = None) -> Datum:
-    n = len(seq) - 1
-    w = list(weights) if weights is not None else [1.0] * n
-    return Datum(
-        ModelInput.from_ints(seq[:-1]),
-        {
-            "target_tokens": TensorData(tuple(seq[1:]), "int64"),
-            "weights": TensorData(tuple(w), "float32"),
-        },
-    )
-
-
-def rl_datum(seq: Sequence[int], sampler_logp: Sequence[float], adv: Sequence[float]) -> Datum:
-    return Datum(
-        ModelInput.from_ints(seq[:-1]),
-        {
-            "target_tokens": TensorData(tuple(seq[1:]), "int64"),
-            "logprobs": TensorData(tuple(sampler_logp), "float32"),
-            "advantages": TensorData(tuple(adv), "float32"),
-        },
-    )
+    """``n`` sequences of ``length + 1`` ids below :data:`VOCAB` (avoiding the specials)."""
+    return make_sequences(VOCAB, n, length, seed)
 
 
 def logprobs_of(out: Any) -> list[list[float]]:
