@@ -4,15 +4,14 @@ metrics, and a run killed with SIGKILL and resumed continues the same MLflow and
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from kitchen.rundir import RunDir
+from tests.kill9 import kill_after_checkpoints, local_checkpoints
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -87,21 +86,7 @@ def test_stacked_sinks_hold_the_same_losses(tmp_path: Path) -> None:
 def test_resume_continues_the_same_mlflow_and_wandb_runs(tmp_path: Path) -> None:
     env = _env(tmp_path)
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _cmd(run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    index = run_dir / "checkpoints.jsonl"
-    try:
-        deadline = time.monotonic() + 120
-        while not (index.exists() and len(index.read_text().splitlines()) >= 2):
-            assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read()}"  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "no checkpoint appeared in time"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_after_checkpoints(_cmd(run_dir), local_checkpoints(run_dir), 2, env=env)
     run = RunDir.open(run_dir)
     assert run.read_manifest()["status"] == "running"  # it really died mid-run
     ids_before = dict(run.read_manifest()["metrics_sink_ids"])

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.kill9 import kill_after_checkpoints
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -87,25 +87,13 @@ def test_kill_9_and_resume_from_s3_matches_an_uninterrupted_run(
     url = f"s3://{BUCKET}/runs/killed"
     sets = [x for o in LONG for x in ("--set", o)]
     env1 = env_for(endpoint, tmp_path / "cache1")
-    proc = subprocess.Popen(
+    kill_after_checkpoints(
         [sys.executable, "-m", "kitchen", "run", "sft", "--no-progress", "--run-dir", url, *sets],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        lambda: len(read_remote_jsonl(endpoint, "runs/killed/checkpoints.jsonl")),
+        2,
         env=env1,
+        poll=0.02,
     )
-    try:
-        deadline = time.monotonic() + 120
-        while len(read_remote_jsonl(endpoint, "runs/killed/checkpoints.jsonl")) < 2:
-            assert proc.poll() is None, f"run ended before the kill: {proc.stderr.read()}"  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "no checkpoint reached S3 in time"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
 
     # Resume with a *fresh* working copy: everything must come back from S3.
     env2 = env_for(endpoint, tmp_path / "cache2")

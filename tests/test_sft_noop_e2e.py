@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kitchen.launch import run_recipe
 from kitchen.recipes.builtin import sft
 from kitchen.rundir import RunDir
-
-
-def strip_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Metric records without wall-clock fields (the only values allowed to differ)."""
-    return [
-        {k: v for k, v in r.items() if k != "time" and not k.startswith("time/")} for r in records
-    ]
+from tests.kill9 import kill_after_checkpoints, local_checkpoints, strip_time
 
 
 def test_cli_run_writes_events_metrics_and_checkpoints(tmp_path: Path) -> None:
@@ -76,26 +67,12 @@ def test_same_seed_same_history(tmp_path: Path) -> None:
     assert ha != hc
 
 
-def _wait_for_checkpoints(
-    run_dir: Path, proc: subprocess.Popen[str], n: int, timeout: float
-) -> None:
-    index = run_dir / "checkpoints.jsonl"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if index.exists() and len(index.read_text().splitlines()) >= n:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before it could be killed: {proc.stderr.read()}")  # type: ignore[union-attr]
-        time.sleep(0.005)
-    raise AssertionError("no checkpoint appeared in time")
-
-
 LONG = ["epochs=6", "batch_size=2", "checkpoint_every=7", "eval_every=5"]
 
 
-@pytest.mark.parametrize("kill_after_checkpoints", [1, 3])
+@pytest.mark.parametrize("n_checkpoints", [1, 3])
 def test_kill_9_then_resume_gives_the_uninterrupted_history(
-    tmp_path: Path, kill_after_checkpoints: int
+    tmp_path: Path, n_checkpoints: int
 ) -> None:
     reference = run_recipe(sft(), adapters="noop", run_dir=tmp_path / "ref", overrides=LONG)
     expected = strip_time(reference.run_dir.metrics())
@@ -115,21 +92,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_history(
     ]
     for o in LONG:
         cmd += ["--set", o]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        _wait_for_checkpoints(run_dir, proc, kill_after_checkpoints, timeout=60)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_checkpoints(cmd, local_checkpoints(run_dir), n_checkpoints, timeout=60)
     rd = RunDir.open(run_dir)
     assert rd.read_manifest()["status"] == "running"  # it really died mid-run
     partial = strip_time(rd.metrics())

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.kill9 import kill_after_checkpoints, local_checkpoints
 
 pytestmark = pytest.mark.hf
 torch = pytest.importorskip("torch")
@@ -82,25 +82,14 @@ def test_loss_falls_and_validation_beats_the_untrained_model(reference: Path) ->
 
 def test_kill_9_mid_training_then_resume_is_bit_identical(reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
+    kill_after_checkpoints(
         [*KITCHEN, "--run-dir", str(run), *sets(SMALL)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        local_checkpoints(run),
+        2,
+        timeout=300,
+        poll=0.01,
+        wait=60,
     )
-    index = run / "checkpoints.jsonl"
-    deadline = time.monotonic() + 300
-    try:
-        while not (index.exists() and len(index.read_text().splitlines()) >= 2):
-            assert proc.poll() is None, f"run ended before the kill: {proc.stderr.read()}"  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "no second checkpoint in time"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
 
     out = subprocess.run(

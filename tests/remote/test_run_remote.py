@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("tinker")
 
+from tests.kill9 import kill_after_checkpoints, local_checkpoints
 from tests.remote.server import TOKEN, Server
 
 ARGS = ["--backend", "noop", "--model-name", "noop-tiny", "--model-spec", '{"vocab_size": 512}']
@@ -83,25 +82,14 @@ def test_remote_run_killed_and_resumed_matches_uninterrupted(
     )
     assert ref.returncode == 0, ref.stderr
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
+    kill_after_checkpoints(
         cmd("--adapters", "remote", "--run-dir", str(run)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        local_checkpoints(run),
+        2,
         env=env(server),
+        poll=0.01,
     )
     index = run / "checkpoints.jsonl"
-    deadline = time.monotonic() + 120
-    try:
-        while not (index.exists() and len(index.read_text().splitlines()) >= 2):
-            assert proc.poll() is None, f"ended before the kill: {proc.stderr.read()}"  # type: ignore[union-attr]
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     record = json.loads(index.read_text().splitlines()[-1])
     assert record["ports"]["training"].startswith("tinker://")
     out = subprocess.run(
