@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ from kitchen.io import rewrite_jsonl
 from kitchen.metrics import MetricsRecorder
 from kitchen.ports.bundle import Ports
 from kitchen.recipes.recipe import Recipe
-from kitchen.run_mirror import RunMirror, is_remote, working_copy_for
+from kitchen.run_mirror import RunMirror, clear_working_copy, is_remote, working_copy_for
 from kitchen.rundir import RunDir, new_run_id
 from kitchen.runner.cache import StageCache
 from kitchen.runner.runner import ResumePoint, Runner
@@ -34,22 +33,37 @@ class RunResult:
 
 
 def _create_run(location: str | Path) -> RunDir:
+    """A new run directory, locked for this process (see :mod:`kitchen.runlock`)."""
     if is_remote(location):
         url = str(location)
         local = working_copy_for(url)
-        shutil.rmtree(local, ignore_errors=True)
-        return RunDir.create(local, RunMirror(url, local))
+        rd = RunDir(local, RunMirror(url, local))
+        local.mkdir(parents=True, exist_ok=True)
+        rd.lock()  # before clearing: another process on this machine may be writing it
+        try:
+            clear_working_copy(local)
+            return RunDir.create(local, rd.mirror, lock=False).adopt_lock(rd)
+        except BaseException:
+            rd.unlock()
+            raise
     return RunDir.create(location)
 
 
 def _open_run(location: str | Path) -> RunDir:
+    """An existing run directory, locked for this process."""
     if is_remote(location):
         url = str(location)
         local = working_copy_for(url)
-        mirror = RunMirror(url, local)
-        mirror.pull()  # always from the store: the store is the source of truth
-        return RunDir.open(local, mirror)
-    return RunDir.open(location)
+        rd = RunDir(local, RunMirror(url, local))
+        local.mkdir(parents=True, exist_ok=True)
+        rd.lock()
+        try:
+            rd.mirror.pull()  # always from the store: the store is the source of truth
+            return RunDir.open(local, rd.mirror).adopt_lock(rd)
+        except BaseException:
+            rd.unlock()
+            raise
+    return RunDir.open(location, lock=True)
 
 
 def _resume_point(run: RunDir) -> ResumePoint | None:
@@ -91,28 +105,68 @@ def run_recipe(
                 "config it started with (see its config.json)"
             )
         run = _open_run(resume)
-        manifest = run.read_manifest()
-        if manifest.get("status") == "completed":
-            raise UsageError(f"{run.root} already completed; there is nothing to resume")
-        started_with = manifest.get("recipe")
-        if started_with not in (None, recipe.name):
-            raise UsageError(
-                f"{run.root} was started with recipe {started_with!r}, not {recipe.name!r}"
-            )
-        adapters = manifest.get("adapters", adapters)
-        sinks = list(manifest.get("metrics_sinks", sinks))
-        cfg = recipe.config(run.read_config())
-        point = _resume_point(run)
-        if point is None:
-            run.truncate_metrics(0)
     else:
         base = dict(recipe.adapter_defaults.get(adapters, {}))
         base.update(config or {})
         cfg = recipe.config(base, overrides)
         run = _create_run(run_dir or Path("runs") / new_run_id(recipe.name))
-        run.write_config(cfg.model_dump(mode="json"))
-        point = None
+    try:  # the run directory is locked from here until the run ends, however it ends
+        if resume is not None:
+            cfg, adapters, sinks, point = _prepare_resume(run, recipe, adapters, sinks)
+        else:
+            run.write_config(cfg.model_dump(mode="json"))
+            point = None
+        return _execute(
+            recipe,
+            run,
+            cfg,
+            adapters,
+            sinks,
+            point,
+            ports,
+            progress,
+            stage_events,
+            cache_dir,
+            resumed=resume is not None,
+        )
+    finally:
+        run.unlock()
 
+
+def _prepare_resume(
+    run: RunDir, recipe: Recipe, adapters: str, sinks: list[str]
+) -> tuple[Any, str, list[str], ResumePoint | None]:
+    manifest = run.read_manifest()
+    if manifest.get("status") == "completed":
+        raise UsageError(f"{run.root} already completed; there is nothing to resume")
+    started_with = manifest.get("recipe")
+    if started_with not in (None, recipe.name):
+        raise UsageError(
+            f"{run.root} was started with recipe {started_with!r}, not {recipe.name!r}"
+        )
+    adapters = manifest.get("adapters", adapters)
+    sinks = list(manifest.get("metrics_sinks", sinks))
+    cfg = recipe.config(run.read_config())
+    point = _resume_point(run)
+    if point is None:
+        run.truncate_metrics(0)
+    return cfg, adapters, sinks, point
+
+
+def _execute(
+    recipe: Recipe,
+    run: RunDir,
+    cfg: Any,
+    adapters: str,
+    sinks: list[str],
+    point: ResumePoint | None,
+    ports: Ports | None,
+    progress: Any,
+    stage_events: bool,
+    cache_dir: str | Path | None,
+    *,
+    resumed: bool,
+) -> RunResult:
     wf = recipe.workflow(cfg)
     owns_ports = ports is None  # ports built here are closed here; injected ones are not
     if ports is None:
@@ -132,7 +186,7 @@ def run_recipe(
         metrics_sinks=sinks,
         status="running",
         started_at=run.read_manifest().get("started_at", time.time()),
-        resumed_at=time.time() if resume is not None else None,
+        resumed_at=time.time() if resumed else None,
     )
     run.sync()
     cache = StageCache(cache_dir or os.environ.get("KITCHEN_CACHE_DIR") or ".kitchen-cache")

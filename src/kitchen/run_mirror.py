@@ -37,6 +37,23 @@ def working_copy_for(url: str) -> Path:
     return base / digest
 
 
+def clear_working_copy(local: Path) -> None:
+    """Empty ``local`` (creating it if needed) but keep its run lock file: the lock must
+    stay on the same inode while its holder clears and refills the copy."""
+    import shutil
+
+    from kitchen.runlock import LOCK_NAME
+
+    local.mkdir(parents=True, exist_ok=True)
+    for child in local.iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -69,10 +86,7 @@ class RunMirror:
                 f"{self.url} is not a kitchen run directory (no config.json); pass the "
                 "--run-dir URL a previous `kitchen run` wrote"
             )
-        import shutil
-
-        shutil.rmtree(self.local, ignore_errors=True)
-        self.local.mkdir(parents=True)
+        clear_working_copy(self.local)
         n = 0
         for key in self.store.list(""):
             dest = self.local / key

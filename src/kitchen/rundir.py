@@ -24,6 +24,22 @@ from typing import Any
 
 from kitchen.errors import CheckpointError, UsageError
 from kitchen.io import atomic_write_json, read_json, read_jsonl, rewrite_jsonl
+from kitchen.runlock import LOCK_NAME, RunLock
+
+#: What a run directory holds that other commands must never replace (``report --out``,
+#: ``export --out``): the records themselves and the checkpoints.
+RECORDS = frozenset(
+    {
+        "config.json",
+        "manifest.json",
+        "events.jsonl",
+        "metrics.jsonl",
+        "checkpoints.jsonl",
+        "checkpoints",
+        "cache.jsonl",
+        LOCK_NAME,
+    }
+)
 
 #: Marks a path stored relative to the run directory (see :meth:`RunDir.relative`).
 RUN_PREFIX = "run:"
@@ -45,6 +61,7 @@ class RunDir:
         self.root = Path(root)
         self.mirror = mirror
         self.location = mirror.url if mirror is not None else str(self.root)
+        self._lock: RunLock | None = None
 
     def sync(self) -> None:
         """Push the working copy to the remote store (no-op for local runs)."""
@@ -53,28 +70,77 @@ class RunDir:
 
     # -- construction --------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike[str], mirror: Any = None) -> RunDir:
-        """Create a fresh run directory; refuse to reuse one that already holds a run."""
+    def create(
+        cls, root: str | os.PathLike[str], mirror: Any = None, *, lock: bool = True
+    ) -> RunDir:
+        """Create a fresh run directory; refuse one that holds a run, or holds anything
+        else. With ``lock`` (the default) the directory is locked first (see
+        :mod:`kitchen.runlock`), so of two concurrent creators exactly one wins."""
         rd = cls(root, mirror)
-        if rd.manifest_path.exists() or (mirror is not None and mirror.remote_has_run()):
-            raise UsageError(
-                f"run directory {rd.location} already holds a run; pass --resume "
-                f"{rd.location} to continue it, or choose another --run-dir"
-            )
-        rd.root.mkdir(parents=True, exist_ok=True)
-        rd.checkpoints_dir.mkdir(exist_ok=True)
+        _make_dir(rd.root, rd.location)
+        if lock:
+            rd.lock()
+        try:
+            if rd.holds_run() or (mirror is not None and mirror.remote_has_run()):
+                raise UsageError(
+                    f"run directory {rd.location} already holds a run; pass --resume "
+                    f"{rd.location} to continue it, or choose another --run-dir"
+                )
+            other = sorted(p.name for p in rd.root.iterdir() if p.name != LOCK_NAME)
+            if other:
+                shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+                raise UsageError(
+                    f"--run-dir {rd.location} is not empty and is not a kitchen run (it holds "
+                    f"{shown}); choose a new or empty directory so nothing there is overwritten"
+                )
+            _make_dir(rd.checkpoints_dir, rd.location)
+        except BaseException:
+            if rd._lock is not None and rd._lock.held and not rd.holds_run():
+                rd._lock.path.unlink(missing_ok=True)  # leave a foreign directory as found
+            rd.unlock()
+            raise
         return rd
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str], mirror: Any = None) -> RunDir:
-        """Open an existing run directory (for resume, report, export)."""
+    def open(
+        cls, root: str | os.PathLike[str], mirror: Any = None, *, lock: bool = False
+    ) -> RunDir:
+        """Open an existing run directory (for resume, report, export); ``lock=True`` for a
+        writer (``--resume``)."""
         rd = cls(root, mirror)
-        if not rd.config_path.exists():
+        if not rd.root.is_dir():
+            what = "does not exist" if not rd.root.exists() else "is a file"
             raise UsageError(
-                f"{rd.root} is not a kitchen run directory (no config.json); "
+                f"{rd.location} is not a kitchen run directory ({what}); pass the directory "
+                "a previous `kitchen run` wrote"
+            )
+        if not rd.config_path.is_file():
+            raise UsageError(
+                f"{rd.location} is not a kitchen run directory (no config.json); "
                 "pass the directory a previous `kitchen run` wrote"
             )
+        if lock:
+            rd.lock()
         return rd
+
+    # -- lock ----------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the run's exclusive lock (exit 2 "run DIR is in use by pid N" if held)."""
+        if self._lock is None:
+            self._lock = RunLock(self.root, self.location)
+        self._lock.acquire()
+
+    def adopt_lock(self, other: RunDir) -> RunDir:
+        """Take over the lock ``other`` (a handle on the same directory) holds."""
+        self._lock, other._lock = other._lock, None
+        return self
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def holds_run(self) -> bool:
+        return self.manifest_path.exists() or self.config_path.exists()
 
     # -- paths ---------------------------------------------------------------------
     @property
@@ -172,3 +238,35 @@ class RunDir:
         records = self.metrics()
         if len(records) > count:
             rewrite_jsonl(self.metrics_path, records[:count])
+
+
+def _make_dir(path: Path, location: str) -> None:
+    """``mkdir -p`` with the reasons it fails (read-only, name too long, a file in the
+    way) turned into one-line usage errors."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--run-dir {location}: {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create run directory {location}: {exc.strerror or exc}"
+            f" ({exc.filename or path}); choose a writable --run-dir with a shorter name"
+        ) from None
+
+
+def refuse_run_records(out: str | os.PathLike[str], option: str = "--out") -> None:
+    """Refuse an output path that is a run directory or one of its records (its config,
+    manifest, metrics, events, checkpoints), so no command overwrites a run."""
+    target = Path(out).expanduser().absolute()
+    for parent in (target, *target.parents):
+        if (parent / "config.json").is_file() and (parent / "manifest.json").is_file():
+            rel = target.relative_to(parent)
+            if not rel.parts or rel.parts[0] in RECORDS:
+                what = f"is the run directory {parent}"
+                if rel.parts:
+                    what = f"is {rel.parts[0]} of the run {parent}"
+                raise UsageError(
+                    f"{option} {out} {what}; writing there would replace the run's records. "
+                    "Choose a path outside the run (or a new file inside it)"
+                )
+            return

@@ -7,7 +7,17 @@ from typing import Any
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kitchen.errors import UsageError
     from kitchen.optional import require
+    from kitchen.rundir import refuse_run_records
+
+    refuse_run_records(args.out)
+    out = Path(args.out)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise UsageError(f"--out {out}: {p} is a file; export needs a directory there")
 
     export = require("kitchen.adapters.hf.export", "hf")
     written = export.export_run(args.run_dir, args.out, merged=args.merged)

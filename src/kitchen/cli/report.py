@@ -7,8 +7,18 @@ from typing import Any
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from kitchen.optional import require
+    from pathlib import Path
 
+    from kitchen.errors import UsageError
+    from kitchen.optional import require
+    from kitchen.rundir import refuse_run_records
+
+    refuse_run_records(args.out)
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a file name such as {out}/report.png")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"--out {out}: {out.parent} is a file, not a directory")
     require("matplotlib", "hf")  # matplotlib ships with kitchen[hf]
     from kitchen.reporting.plots import plot_run
 
