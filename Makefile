@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := -c constraints.txt
 EXTRAS_MAIN := hf
-EXTRAS_TEST := hf,dev,server,remote,tensorboard,mlflow,otel,data,ray,s3,hub,wandb
+EXTRAS_TEST := hf,dev,server,remote,tensorboard,mlflow,otel,data,ray,s3,hub,wandb,gguf,astgrep
 
 .PHONY: quickstart test lint typecheck bench clean
 

@@ -19,6 +19,8 @@ INSTALL_HINTS = {
     "s3": "pip install 'kitchen[s3]'",
     "hub": "pip install 'kitchen[hub]'",
     "wandb": "pip install 'kitchen[wandb]'",
+    "gguf": "pip install 'kitchen[gguf]'",
+    "astgrep": "pip install 'kitchen[astgrep]'",
 }
 
 

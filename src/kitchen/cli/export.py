@@ -1,4 +1,4 @@
-"""``kitchen export RUN_DIR --out DIR [--merged]``."""
+"""``kitchen export RUN_DIR --out DIR [--merged] [--gguf f16|q8_0 ...]``."""
 
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ def _cmd(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {out}: {p} is a file; export needs a directory there")
 
     export = require("kitchen.adapters.hf.export", "hf")
-    written = export.export_run(args.run_dir, args.out, merged=args.merged)
+    written = export.export_run(
+        args.run_dir, args.out, merged=args.merged, gguf=tuple(args.gguf or ())
+    )
     for key in ("adapter", "model", "merged"):
         if key in written:
             print(f"{key}: {written[key]}")
+    for t, info in written.get("gguf", {}).items():
+        print(f"gguf {t}: {info['path']} (read back: max rel. error {info['rel_max_err']:.1e})")
     return 0
 
 
@@ -32,4 +36,11 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--merged", action="store_true", help="also write the merged full model")
+    p.add_argument(
+        "--gguf",
+        action="append",
+        choices=("f16", "q8_0"),
+        metavar="TYPE",
+        help="also write a llama.cpp GGUF file of the (merged) model: f16 or q8_0; repeatable",
+    )
     p.set_defaults(func=_cmd)

@@ -5,11 +5,16 @@ The merged model is the base model with the adapter folded into its weights
 directory, so ``AutoModelForCausalLM.from_pretrained(DIR)`` loads and runs it with no
 kitchen and no peft. A QLoRA adapter is merged into the *unquantised* base (4-bit weights
 cannot absorb a LoRA delta losslessly).
+
+``gguf=("f16", "q8_0")`` also writes ``out/gguf/model-<type>.gguf`` from the merged (or
+full) model and checks each file by reading it back (``kitchen.adapters.hf.gguf_export``).
+A LoRA/QLoRA run needs ``merged=True`` for that: its base alone is not the trained model.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +62,49 @@ def _copy_tokenizer(run: RunDir, spec: ModelSpec, dest: Path) -> bool:
     return False
 
 
-def export_run(run_dir: str | Path, out: str | Path, *, merged: bool = False) -> dict[str, Any]:
-    """Write ``out/adapter`` (LoRA runs) or ``out/model`` (full runs), and ``out/merged``
-    with ``merged=True``. Each directory is staged and renamed into place."""
+def _check_gguf_request(spec: ModelSpec, weights: Path, gguf: Sequence[str], merged: bool) -> None:
+    """Refuse a GGUF request that cannot work before any export work starts."""
+    from kitchen.adapters.hf import gguf_export
+
+    for t in gguf:
+        if t not in gguf_export.GGUF_TYPES:
+            raise UsageError(
+                f"--gguf: unknown type {t!r}; choose one of {', '.join(gguf_export.GGUF_TYPES)}"
+            )
+    if spec.is_lora and not merged:
+        what = f"{gguf[0].upper()} of a {spec.mode} base" if spec.mode == "qlora" else "GGUF"
+        raise UsageError(
+            f"--gguf {gguf[0]}: {what} needs the adapter merged first (the "
+            f"{'4-bit ' if spec.mode == 'qlora' else ''}base alone is not the trained model); "
+            "add --merged"
+        )
+    config = spec.config
+    if config is None and spec.path and (Path(spec.path) / "config.json").is_file():
+        config = gguf_export.read_config(spec.path)
+    if config is None and (weights / "config.json").is_file():
+        config = gguf_export.read_config(weights)
+    if config is not None:
+        gguf_export.check_architecture(config)
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    merged: bool = False,
+    gguf: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Write ``out/adapter`` (LoRA runs) or ``out/model`` (full runs), ``out/merged``
+    with ``merged=True``, and ``out/gguf/model-<type>.gguf`` for each ``gguf`` type.
+    Each directory or file is staged and renamed into place."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     run = RunDir.open(run_dir)
     weights = final_weights_dir(run)
     spec = ModelSpec.model_validate(read_json(weights / "kitchen_spec.json"))
+    if gguf:
+        _check_gguf_request(spec, weights, gguf, merged)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"spec": spec.model_dump(mode="json")}
@@ -81,6 +120,20 @@ def export_run(run_dir: str | Path, out: str | Path, *, merged: bool = False) ->
 
     if merged:
         written["merged"] = str(_export_merged(run, spec, out_dir / kind, out_dir))
+    if gguf:
+        from kitchen.adapters.hf import gguf_export
+
+        source = Path(written.get("merged") or written["model"])
+        files = {}
+        for t in gguf:
+            info = gguf_export.write_gguf(source, out_dir / "gguf" / f"model-{t}.gguf", t)
+            check = gguf_export.verify_gguf(info["path"], source)
+            files[t] = {
+                "path": info["path"],
+                "bytes": info["bytes"],
+                "rel_max_err": check["rel_max_err"],
+            }
+        written["gguf"] = files
     atomic_write_json(out_dir / "export.json", {"run": str(run.root), **written})
     # `kitchen push RUN REPO` finds the export through the manifest, wherever --out was.
     run.update_manifest(export={k: v for k, v in written.items() if k != "spec"})
