@@ -229,7 +229,9 @@ class SamplingParams:
 class SampledSequence:
     stop_reason: StopReason
     tokens: tuple[int, ...]
-    #: One logprob per generated token, under the sampling distribution.
+    #: One logprob per generated token under the model itself: ``log_softmax`` of the raw
+    #: logits, before temperature / top-k / top-p (as Tinker returns them), so an RL
+    #: importance ratio against the trainer's logprobs is 1 on policy, at any temperature.
     logprobs: tuple[float, ...] | None = None
 
 

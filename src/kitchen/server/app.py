@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from kitchen.ports.types import AdamParams, SampleResponse
-from kitchen.server import wire
+from kitchen.server import runs, wire
 from kitchen.server.backends import Backend
 from kitchen.server.security import GuardMiddleware
 from kitchen.server.state import PROTOBUF, Job, NotFound, ServerState, watch
@@ -223,7 +222,12 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
         lora = body.get("lora_config") or {}
         optimizer = (body.get("optimizer_config") or {}).get("type", "adamw")
         entry = st().add_model(
-            session, model_seq_id, base_model, lora.get("rank"), lora.get("seed")
+            session,
+            model_seq_id,
+            base_model,
+            lora.get("rank"),
+            lora.get("seed"),
+            body.get("user_metadata"),
         )
         job = st().futures.new("create_model")
         if optimizer != "adamw":
@@ -319,7 +323,7 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
                 entry,
                 job,
                 lambda c: c.optim_step(adam),
-                lambda r: _ok({"metrics": wire.metrics_json(r.metrics)}),
+                lambda r: _ok({"metrics": wire.optim_metrics_json(r.metrics)}),
             )
 
         job = st().submit_sequenced(entry, seq_id, "optim_step", run)
@@ -446,7 +450,12 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
         run = ckpt.run
         base_model = body.get("base_model") or str(run.get("base_model"))
         entry = st().add_model(
-            session, model_seq_id, base_model, run.get("lora_rank"), run.get("seed")
+            session,
+            model_seq_id,
+            base_model,
+            run.get("lora_rank"),
+            run.get("seed"),
+            body.get("user_metadata"),
         )
 
         def after(client: Any) -> Any:
@@ -466,18 +475,44 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.get("/api/v1/training_runs/{model_id}/checkpoints")
     async def list_checkpoints(model_id: str) -> dict[str, Any]:
-        out = []
-        for c in await run_in_threadpool(store.list, model_id):
-            out.append(
-                {
-                    "checkpoint_id": f"{c.kind}/{c.name}",
-                    "checkpoint_type": "training" if c.kind == "weights" else "sampler",
-                    "time": datetime.fromtimestamp(c.created_at, tz=UTC).isoformat(),
-                    "tinker_path": c.tinker_path,
-                    "user_metadata": c.user_metadata or None,
-                }
-            )
-        return {"checkpoints": out}
+        found = await run_in_threadpool(store.list, model_id)
+        return {"checkpoints": [runs.checkpoint_json(c) for c in found]}
+
+    def _run_json(run_id: str) -> dict[str, Any]:
+        live = st().live_model(run_id)
+        return runs.training_run_json(store, run_id, live.last_request if live else None)
+
+    @app.get("/api/v1/training_runs")
+    async def list_training_runs(limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        if limit < 0 or offset < 0:
+            raise ApiError(400, "limit and offset must be >= 0")
+
+        def page() -> dict[str, Any]:
+            ids = list(reversed(store.runs()))  # newest first, as Tinker lists them
+            chosen = ids[offset : offset + limit]
+            return {
+                "training_runs": [_run_json(r) for r in chosen],
+                "cursor": {"offset": offset, "limit": limit, "total_count": len(ids)},
+            }
+
+        return await run_in_threadpool(page)
+
+    @app.get("/api/v1/training_runs/{run_id}")
+    async def get_training_run(run_id: str) -> dict[str, Any]:
+        try:
+            return await run_in_threadpool(_run_json, run_id)
+        except CheckpointRefused as exc:
+            raise NotFound(str(exc)) from exc
+
+    @app.delete("/api/v1/training_runs/{run_id}/checkpoints/{checkpoint_id:path}")
+    async def delete_checkpoint(run_id: str, checkpoint_id: str) -> Response:
+        try:
+            await run_in_threadpool(store.delete, f"tinker://{run_id}/{checkpoint_id}")
+        except CheckpointRefused as exc:
+            if "not found" in str(exc):
+                raise NotFound(str(exc)) from exc
+            raise
+        return Response(status_code=200)
 
     # -- sampling ------------------------------------------------------------------
 
@@ -526,22 +561,30 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
         last_n = body.get("prompt_logprobs_last_n")
         job = st().futures.new("sample")
         unsupported = [
-            k
-            for k in ("topk_prompt_logprobs", "topk_sample_logprobs", "prompt_alt_tokens_k")
-            if body.get(k)
+            k for k in ("topk_sample_logprobs", "prompt_alt_tokens_k") if body.get(k)
         ] + (["target_prompt_logprobs"] if body.get("target_prompt_logprobs") else [])
+        topk = int(body.get("topk_prompt_logprobs") or 0)
 
         def run() -> None:
             if unsupported:
                 raise ValueError(f"kitchen serve does not support {', '.join(unsupported)}")
+            topk_fn = getattr(sampler.client, "topk_prompt_logprobs", None)
+            if topk and topk_fn is None:
+                raise ValueError("this backend's sampler has no top-k prompt logprobs")
+            topk_fut = topk_fn(prompt, topk) if topk and topk_fn is not None else None
             fut = sampler.client.sample(prompt, n, params, want_prompt_lp)
+
+            def cut(values: list[Any]) -> list[Any]:
+                drop = max(0, len(values) - int(last_n)) if last_n else 0
+                return [None] * drop + values[drop:]
 
             def encode(resp: SampleResponse) -> None:
                 if last_n and resp.prompt_logprobs is not None:
-                    lps = list(resp.prompt_logprobs)
-                    cut = max(0, len(lps) - int(last_n))
-                    resp = SampleResponse(resp.sequences, tuple([None] * cut + lps[cut:]))
-                st().futures.complete(job, wire.encode_sample_response(resp), PROTOBUF)
+                    resp = SampleResponse(resp.sequences, tuple(cut(list(resp.prompt_logprobs))))
+                extra = None
+                if topk_fut is not None:
+                    extra = (cut(list(topk_fut.result())), topk)
+                st().futures.complete(job, wire.encode_sample_response(resp, extra), PROTOBUF)
 
             def done(value: Any, exc: BaseException | None) -> None:
                 if exc is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,10 +100,30 @@ class NoopBackend(_BaseBackend):
 
 
 class HfBackend(_BaseBackend):
+    """The hf adapter. ``spec`` is a ModelSpec plus an optional ``"tokenizer"`` (a local
+    directory): the model's tokenizer, used for string stop sequences. Without it, the
+    tokenizer saved next to a ``path`` model is used when there is one."""
+
     def __init__(self, spec: dict[str, Any], model_name: str | None) -> None:
+        spec = dict(spec)
+        self.tokenizer_dir: str | None = spec.pop("tokenizer", None)
+        if self.tokenizer_dir is None and spec.get("path") and _has_tokenizer(spec["path"]):
+            self.tokenizer_dir = str(spec["path"])
         name = model_name or spec.get("name") or spec.get("model_name") or spec.get("path")
         super().__init__(str(name or "kitchen-hf"))
-        self.spec = dict(spec)
+        self.spec = spec
+        self._tokenizer: Any = None
+        self._tokenizer_lock = threading.Lock()
+
+    def tokenizer(self) -> Any:
+        """The served model's tokenizer (loaded once, from local files only), or ``None``."""
+        if self.tokenizer_dir is None:
+            return None
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                tok = importlib.import_module("kitchen.adapters.hf.tokenizer")
+                self._tokenizer = tok.HfTokenizer.load(self.tokenizer_dir)
+            return self._tokenizer
 
     def _spec(self, lora_rank: int | None, seed: int | None) -> Any:
         ms = importlib.import_module("kitchen.adapters.hf.model_spec")
@@ -120,9 +141,16 @@ class HfBackend(_BaseBackend):
         training = importlib.import_module("kitchen.adapters.hf.training")
         cls = training.HfTrainingClient
         spec = self._spec(lora_rank, seed)
-        kwargs = _kwargs_for(cls, {"state_dir": str(state_dir), "seed": seed})
+        kwargs = _kwargs_for(
+            cls, {"state_dir": str(state_dir), "seed": seed, "tokenizer": self.tokenizer()}
+        )
         client: TrainingClient = cls(spec, **kwargs)
         return client
+
+
+def _has_tokenizer(path: str) -> bool:
+    p = Path(path)
+    return (p / "tokenizer.json").is_file() or (p / "tokenizer_config.json").is_file()
 
 
 def _parse_spec(model_spec: str | None, model: str | None) -> dict[str, Any]:

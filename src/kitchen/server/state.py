@@ -149,6 +149,10 @@ class ModelEntry:
     last_future: Any = None
     ready: threading.Event = field(default_factory=threading.Event)
     failed: str | None = None
+    #: ``user_metadata`` given at creation (returned by ``GET training_runs/{id}``).
+    user_metadata: dict[str, str] = field(default_factory=dict)
+    #: Wall-clock time of the latest request for this model.
+    last_request: float = field(default_factory=time.time)
 
     def wait_ready(self) -> TrainingClient:
         self.ready.wait()
@@ -256,11 +260,17 @@ class ServerState:
             entry = self.models.get(model_id)
         if entry is None:
             raise NotFound(f"unknown model_id {model_id!r} (finished session, or server restarted)")
+        entry.last_request = time.time()
         with self.lock:
             s = self.sessions.get(entry.session_id)
         if s is not None:
             s.last_seen = time.monotonic()
         return entry
+
+    def live_model(self, model_id: str) -> ModelEntry | None:
+        """The model if this server holds it now (no side effects)."""
+        with self.lock:
+            return self.models.get(model_id)
 
     def add_model(
         self,
@@ -269,12 +279,15 @@ class ServerState:
         base_model: str,
         lora_rank: int | None,
         seed: int | None,
+        user_metadata: Any = None,
     ) -> ModelEntry:
         model_id = f"{session.session_id}:train:{int(model_seq_id)}"
         with self.lock:
             if model_id in self.models:
                 raise ValueError(f"model {model_id} already exists")
             entry = ModelEntry(model_id, session.session_id, base_model, lora_rank, seed)
+            if isinstance(user_metadata, dict):
+                entry.user_metadata = {str(k): str(v) for k, v in user_metadata.items()}
             self.models[model_id] = entry
             session.models.append(model_id)
         return entry
@@ -302,6 +315,8 @@ class ServerState:
                         "base_model": entry.base_model,
                         "lora_rank": entry.lora_rank,
                         "seed": entry.seed,
+                        "is_lora": entry.lora_rank is not None,
+                        "user_metadata": entry.user_metadata,
                         "backend": self.backend_name,
                         "created_at": time.time(),
                     },

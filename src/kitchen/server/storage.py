@@ -203,6 +203,27 @@ class CheckpointStore:
             run=self.read_run(parsed.run_id),
         )
 
+    def delete(self, tinker_path: str) -> None:
+        """Remove a checkpoint: its commit record first (atomic: the path stops resolving at
+        once), then the files it pointed to."""
+        parsed = parse_tinker_path(tinker_path)
+        record = self._record(parsed)
+        if not record.exists():
+            raise CheckpointRefused(f"checkpoint {tinker_path} not found")
+        data = read_json(record)
+        record.unlink()
+        if isinstance(data, dict):
+            self._delete_payload(data, keep=self.root)
+
+    def runs(self) -> list[str]:
+        """Every training run id with a ``run.json``, oldest first."""
+        found = []
+        for d in (self.root / "checkpoints").iterdir():
+            rec = d / "run.json"
+            if rec.is_file():
+                found.append((rec.stat().st_mtime, d.name))
+        return [name for _, name in sorted(found)]
+
     def list(self, run_id: str) -> list[Checkpoint]:
         out: list[Checkpoint] = []
         run_dir = self._run_dir(run_id)

@@ -163,8 +163,15 @@ def encode_forward_backward_output(out: ForwardBackwardOutput) -> bytes:
     return msg.SerializeToString()
 
 
-def encode_sample_response(resp: SampleResponse) -> bytes:
+def encode_sample_response(
+    resp: SampleResponse,
+    topk_prompt: tuple[Sequence[Sequence[tuple[int, float]] | None], int] | None = None,
+) -> bytes:
+    """``topk_prompt``: ``(per-position top-k lists, k)`` when top-k prompt logprobs
+    were asked for."""
     msg = pb.SampleResponse()
+    if topk_prompt is not None:
+        msg.topk_prompt_logprobs.CopyFrom(encode_topk(*topk_prompt))
     for seq in resp.sequences:
         s = msg.sequences.add()
         s.stop_reason = (
@@ -210,3 +217,34 @@ def metrics_json(metrics: Mapping[str, float] | None) -> dict[str, float] | None
 
 def tokens_json(tokens: Sequence[int]) -> list[int]:
     return [int(t) for t in tokens]
+
+
+#: ``optim_step`` metrics kitchen's adapters report that Tinker does not: a ``step``
+#: counter would overwrite the caller's own step numbers when merged into its metrics.
+_NOT_TINKER_OPTIM_METRICS = frozenset({"step"})
+
+
+def optim_metrics_json(metrics: Mapping[str, float] | None) -> dict[str, float] | None:
+    """``optim_step`` metrics as the server returns them (``grad_norm``, ``learning_rate``,
+    ``nonfinite_grad`` when set), without adapter-only counters."""
+    out = metrics_json(metrics)
+    if out is None:
+        return None
+    return {k: v for k, v in out.items() if k not in _NOT_TINKER_OPTIM_METRICS}
+
+
+#: ``TopkLogprobs`` filler for a position without logprobs (the SDK's ``MASK_LOGPROB``).
+TOPK_MASK_LOGPROB = -99999.0
+
+
+def encode_topk(rows: Sequence[Sequence[tuple[int, float]] | None], k: int) -> Any:
+    """Per-position top-k ``(token, logprob)`` lists as a protobuf ``TopkLogprobs``."""
+    n = len(rows)
+    ids = np.zeros((n, k), dtype=np.int32)
+    lps = np.full((n, k), TOPK_MASK_LOGPROB, dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, (tok, lp) in enumerate((row or [])[:k]):
+            ids[i, j], lps[i, j] = tok, lp
+    msg = pb.TopkLogprobs()
+    msg.token_ids, msg.logprobs, msg.k, msg.length = ids.tobytes(), lps.tobytes(), k, n
+    return msg

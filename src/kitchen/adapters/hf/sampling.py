@@ -169,7 +169,27 @@ class HfSamplingClient:
             raise ValueError("compute_logprobs needs a non-empty prompt")
         return self._worker.submit(self._prompt_logprobs, prompt.to_ints())
 
+    def topk_prompt_logprobs(
+        self, prompt: ModelInput, k: int
+    ) -> KFuture[list[list[tuple[int, float]] | None]]:
+        """The ``k`` most likely tokens (with logprobs) at each prompt position given its
+        prefix, most likely first; ``None`` for the first position."""
+        if prompt.length == 0:
+            raise ValueError("topk_prompt_logprobs needs a non-empty prompt")
+        if k < 1:
+            raise ValueError(f"top-k needs k >= 1, got {k}")
+        return self._worker.submit(self._topk_prompt, prompt.to_ints(), int(k))
+
     # --- worker side -------------------------------------------------------------------
+
+    def _topk_prompt(self, tokens: list[int], k: int) -> list[list[tuple[int, float]] | None]:
+        model = self._get()
+        ids = torch.tensor([tokens], dtype=torch.long, device=_device(model))
+        with torch.no_grad():
+            logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+        top = torch.log_softmax(logits, dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
+        rows = zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        return [None, *([(int(t), float(v)) for t, v in zip(i, v_, strict=True)] for i, v_ in rows)]
 
     def _prompt_logprobs(self, tokens: list[int]) -> list[float | None]:
         model = self._get()

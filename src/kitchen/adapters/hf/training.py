@@ -375,6 +375,69 @@ class HfTrainingClient:
                 return candidate
         return p
 
+    def load_weights(self, path: str) -> KFuture[LoadWeightsResponse]:
+        """Restore the trainable weights only; the optimiser starts fresh (Tinker's
+        ``load_weights`` without optimizer). ``path`` is a :meth:`save_state` checkpoint or
+        a :meth:`save_weights_for_sampler` directory."""
+        return self._worker.submit(self._load_weights, path)
+
+    def _load_weights(self, path: str) -> LoadWeightsResponse:
+        directory = self._resolve(path)
+        if (directory / "weights.safetensors").is_file():
+            saved = st.read_checkpoint(directory)["weights"]
+        else:
+            saved = self._sampler_weights(directory)
+        lm = self._ensure()
+        self._copy_weights(directory, lm.trainable(), saved)
+        self._optimizer = None
+        self._num_steps = 0
+        return LoadWeightsResponse(path=str(directory))
+
+    def _sampler_weights(self, directory: Path) -> dict[str, torch.Tensor]:
+        """A sampler-weights directory's tensors under this model's trainable names."""
+        from safetensors.torch import load_file
+
+        st.verify(directory)
+        files = sorted(directory.glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(f"{directory} holds no safetensors weights")
+        tensors: dict[str, torch.Tensor] = {}
+        for f in files:
+            tensors.update(load_file(str(f)))
+        names = [n for n, _ in self._ensure().trainable()]
+        if not self.spec.is_lora:
+            return {n: tensors[n] for n in names if n in tensors}
+        # peft saves adapter keys without the adapter name: "...lora_A.weight" is the live
+        # "...lora_A.default.weight"; map each trainable name to its saved key.
+        out = {}
+        for n in names:
+            key = n.replace(".default.", ".")
+            if key in tensors:
+                out[n] = tensors[key]
+        return out
+
+    def _copy_weights(
+        self, directory: Path, trainable: Sequence[tuple[str, Any]], saved: dict[str, Any]
+    ) -> None:
+        names = [n for n, _ in trainable]
+        if set(saved) != set(names):
+            missing = sorted(set(names) - set(saved))[:3]
+            extra = sorted(set(saved) - set(names))[:3]
+            raise CheckpointError(
+                f"checkpoint {directory} does not fit this model "
+                f"(missing {missing}, unexpected {extra}); was it saved with another ModelSpec?"
+            )
+        for n, param in trainable:
+            if saved[n].shape != param.shape:
+                raise CheckpointError(
+                    f"checkpoint {directory}: {n} has shape {tuple(saved[n].shape)}, "
+                    f"model has {tuple(param.shape)}"
+                )
+        with torch.no_grad():
+            for n, param in trainable:
+                param.copy_(saved[n].to(param.device, param.dtype))
+                param.grad = None
+
     def _load_state(self, path: str) -> LoadWeightsResponse:
         directory = self._resolve(path)
         ckpt = st.read_checkpoint(directory)

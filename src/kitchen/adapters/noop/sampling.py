@@ -34,9 +34,9 @@ class NoopSamplingClient:
     ``noop_state.json`` (or the directory holding one), or ``None`` for the untrained model
     that ``NoopTrainingClient(vocab_size=..., seed=...)`` starts from.
 
-    Returned logprobs are under the distribution actually sampled from (temperature,
-    top-k and top-p applied); with ``temperature == 0`` (greedy) they are the model's own
-    logprobs. String stop sequences are matched on the byte-level token convention of
+    Returned logprobs are the model's own (before temperature, top-k and top-p), as
+    Tinker returns them: the quantity ``compute_logprobs`` and training's ``forward`` give.
+    String stop sequences are matched on the byte-level token convention of
     :class:`~kitchen.adapters.noop.NoopTokenizer`; integer stops are token ids.
     """
 
@@ -139,13 +139,13 @@ class NoopSamplingClient:
                 if greedy:
                     logp = self.weights.table(bucket)[0]
                     tok = max(range(len(logp)), key=logp.__getitem__)
-                    lp = logp[tok]
+                    lp = self.weights.table(bucket)[0][tok]
                 else:
                     logp, cum = self._dist(bucket, params)
                     tok = min(bisect.bisect_right(cum, rng.random() * cum[-1]), len(cum) - 1)
                     while logp[tok] == -math.inf:  # never pick a masked token at an edge
                         tok -= 1
-                    lp = logp[tok]
+                    lp = self.weights.table(bucket)[0][tok]
                 tokens.append(tok)
                 lps.append(lp)
                 context.append(tok)
@@ -202,6 +202,25 @@ class NoopSamplingClient:
         except ValueError as exc:
             return failed(exc)
         return resolved(self._logprobs(tokens))
+
+    def topk_prompt_logprobs(
+        self, prompt: ModelInput, k: int
+    ) -> KFuture[list[list[tuple[int, float]] | None]]:
+        """The ``k`` most likely tokens (with logprobs) at each prompt position given its
+        prefix, most likely first; ``None`` for the first position."""
+        tokens = prompt.to_ints()
+        try:
+            self._check(tokens)
+            if k < 1:
+                raise ValueError(f"top-k needs k >= 1, got {k}")
+        except ValueError as exc:
+            return failed(exc)
+        out: list[list[tuple[int, float]] | None] = [None] if tokens else []
+        for prev in tokens[:-1]:
+            logp = self.weights.table(self.weights.bucket(prev))[0]
+            best = sorted(range(len(logp)), key=lambda t: (-logp[t], t))[:k]
+            out.append([(t, logp[t]) for t in best])
+        return resolved(out)
 
 
 def _load_weights(path: str) -> Weights:

@@ -148,3 +148,26 @@ class SamplingClientContract:
         for got, want in zip(resp.prompt_logprobs[1:], ref[1:], strict=True):
             assert got is not None and want is not None
             assert abs(got - want) <= logprob_atol
+
+    @pytest.mark.parametrize("temperature", [0.6, 1.7])
+    def test_sampled_logprobs_are_the_models_own(
+        self,
+        sampling_client: SamplingClient,
+        prompt_tokens: list[int],
+        logprob_atol: float,
+        result_timeout: float,
+        temperature: float,
+    ) -> None:
+        """At any temperature, a sampled token's logprob is the model's (untempered) one,
+        as Tinker returns it: ``compute_logprobs`` of prompt + continuation agrees."""
+        params = SamplingParams(max_tokens=6, seed=99, temperature=temperature)
+        resp = self._sample(sampling_client, prompt_tokens, 1, params, result_timeout)
+        seq = resp.sequences[0]
+        assert seq.logprobs is not None and seq.tokens
+        full = sampling_client.compute_logprobs(
+            ModelInput.from_ints([*prompt_tokens, *seq.tokens])
+        ).result(timeout=result_timeout)
+        want = full[len(prompt_tokens) :]
+        for got, ref in zip(seq.logprobs, want, strict=True):
+            assert ref is not None
+            assert abs(got - ref) <= logprob_atol, (seq.logprobs, want)
