@@ -175,3 +175,32 @@ def test_sampler_checkpoint_and_weights_only_paths(server: Server, tmp_path: Pat
     a = live.compute_logprobs(prompt).result(60)
     b = from_ckpt.compute_logprobs(prompt).result(60)
     assert a == pytest.approx(b, abs=1e-6)
+
+
+@pytest.mark.parametrize("loss_fn", ["importance_sampling", "ppo", "cispo", "dro", "gspo"])
+def test_every_policy_loss_over_the_sdk_matches_in_process(server: Server, loss_fn: str) -> None:
+    from kitchen.adapters.noop import NoopTrainingClient
+    from kitchen.adapters.remote import convert
+
+    tc = _service(server).create_lora_training_client(base_model=MODEL, rank=4, seed=6).result(60)
+    tokens = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10]]
+    data = []
+    for i, seq in enumerate(tokens):
+        n = len(seq) - 1
+        inputs: dict[str, Any] = {
+            "target_tokens": seq[1:],
+            "logprobs": [-4.2 + 0.3 * ((j + i) % 3) for j in range(n)],
+            "advantages": [1.0 if (i + j) % 2 else -0.5 for j in range(n)],
+        }
+        if loss_fn == "gspo":
+            inputs["sequence_ratio_mask"] = [0.0] + [1.0] * (n - 1)
+        data.append(
+            types.Datum(model_input=types.ModelInput.from_ints(seq[:-1]), loss_fn_inputs=inputs)
+        )
+    cfg = {"beta": 0.2} if loss_fn == "dro" else None
+    remote = tc.forward_backward(data, loss_fn, cfg).result(60).metrics["loss:sum"]
+    local = NoopTrainingClient(model_name=MODEL, vocab_size=64, seed=6)
+    want = local.forward_backward([_kitchen(d, convert) for d in data], loss_fn, cfg).result()
+    assert remote == pytest.approx(want.metrics["loss:sum"], rel=1e-5)
+    with pytest.raises(Exception, match="stable_reinforce' is not supported"):
+        tc.forward_backward(data, "stable_reinforce").result(60)

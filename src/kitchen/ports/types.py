@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 TensorDtype = Literal["int64", "float32"]
-LossFnType = Literal["cross_entropy", "importance_sampling", "ppo"]
+LossFnType = Literal["cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo"]
 StopReason = Literal["length", "stop"]
 
 #: Loss functions every TrainingClient must implement.
-LOSS_FNS: tuple[LossFnType, ...] = ("cross_entropy", "importance_sampling", "ppo")
+LOSS_FNS: tuple[LossFnType, ...] = (
+    "cross_entropy",
+    "importance_sampling",
+    "ppo",
+    "cispo",
+    "dro",
+    "gspo",
+)
 
 # Mirrors tinker's field-name → dtype table so plain lists get the wire dtype Tinker expects.
 _KEY_TO_DTYPE: dict[str, TensorDtype] = {

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kitchen.ports.losses import REQUIRED_INPUTS
+from kitchen.ports.losses import REQUIRED_INPUTS, UNSUPPORTED
 from kitchen.ports.types import Datum
 
 
 def validate_datums(data: Sequence[Datum], loss_fn: str) -> None:
     """Raise ``ValueError`` naming the datum and field when ``data`` cannot feed ``loss_fn``."""
+    if loss_fn in UNSUPPORTED:
+        raise ValueError(f"loss_fn {loss_fn!r} is not supported: {UNSUPPORTED[loss_fn]}")
     if loss_fn not in REQUIRED_INPUTS:
         raise ValueError(f"unknown loss_fn {loss_fn!r}; choose one of {sorted(REQUIRED_INPUTS)}")
     if len(data) == 0:

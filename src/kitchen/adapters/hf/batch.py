@@ -21,7 +21,7 @@ from kitchen.adapters.hf.packing import best_fit_decreasing, block_diagonal_atte
 from kitchen.ports.types import Datum
 
 #: Per-position float inputs the built-in losses read (kept in float64 for exact loss math).
-FLOAT_INPUTS = ("weights", "logprobs", "advantages")
+FLOAT_INPUTS = ("weights", "logprobs", "advantages", "sequence_ratio_mask")
 
 
 @dataclass

@@ -49,17 +49,8 @@ def compute_loss(
         w = batch.inputs["weights"]
         terms = -w * lp
         denom = float(w[mask].sum())
-    elif loss_fn in ("importance_sampling", "ppo"):
-        adv = batch.inputs["advantages"]
-        q = batch.inputs["logprobs"]
-        # Masked before exp so padding can never produce inf·0 = nan.
-        ratio = torch.exp(torch.where(mask, lp - q, zero))
-        if loss_fn == "importance_sampling":
-            terms = -ratio * adv
-        else:
-            lo, hi = ref.clip_thresholds(loss_fn_config)
-            clipped = torch.clamp(ratio, lo, hi)
-            terms = -torch.minimum(ratio * adv, clipped * adv)
+    elif loss_fn in ref.REQUIRED_INPUTS and loss_fn != "cross_entropy":
+        terms = _policy_terms(loss_fn, lp, batch, loss_fn_config)
         denom = float(batch.num_tokens)
     else:
         raise ValueError(
@@ -67,3 +58,45 @@ def compute_loss(
         )
     loss = torch.where(mask, terms, zero).sum()
     return LossResult(loss=loss, denominator=denom)
+
+
+def _policy_terms(
+    loss_fn: str, lp: torch.Tensor, batch: Batch, loss_fn_config: Mapping[str, float] | None
+) -> torch.Tensor:
+    """Per-position loss terms [B, T] of the policy-gradient losses (padding masked later)."""
+    mask = batch.mask
+    zero = torch.zeros((), dtype=torch.float64, device=lp.device)
+    adv = batch.inputs["advantages"]
+    q = batch.inputs["logprobs"]
+    # Masked before exp so padding can never produce inf·0 = nan.
+    log_ratio = torch.where(mask, lp - q, zero)
+    if loss_fn == "dro":
+        beta = ref.dro_beta(loss_fn_config)
+        return -(lp * adv - 0.5 * beta * log_ratio**2)
+    lo, hi = ref.clip_thresholds(loss_fn_config, loss_fn)
+    if loss_fn == "gspo":
+        # Every token carries its sequence's ratio value with its own logprob's gradient.
+        seq_log_ratio = _sequence_log_ratio(log_ratio.detach(), batch)
+        ratio = torch.exp(seq_log_ratio + lp - lp.detach())
+    else:
+        ratio = torch.exp(log_ratio)
+    if loss_fn == "importance_sampling":
+        return -ratio * adv
+    clipped = torch.clamp(ratio, lo, hi)
+    if loss_fn == "cispo":
+        return -clipped.detach() * lp * adv
+    return -torch.minimum(ratio * adv, clipped * adv)  # ppo, gspo
+
+
+def _sequence_log_ratio(log_ratio: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """[B, T]: at each datum's positions, the mean log-ratio over the positions its
+    ``sequence_ratio_mask`` marks (all of them when it marks none or is absent)."""
+    marks = batch.inputs.get("sequence_ratio_mask")
+    out = torch.zeros_like(log_ratio)
+    for r, a, n in batch.datum_slices():
+        seg = log_ratio[r, a : a + n]
+        chosen = marks[r, a : a + n] != 0 if marks is not None else None
+        if chosen is None or not bool(chosen.any()):
+            chosen = torch.ones_like(seg, dtype=torch.bool)
+        out[r, a : a + n] = seg[chosen].mean()
+    return out

@@ -207,8 +207,7 @@ class HfTrainingClient:
             # part in the step's collectives.
             return
         validate_datums(data, loss_fn)
-        if loss_fn == "ppo":
-            ref.clip_thresholds(loss_fn_config)
+        ref.check_config(loss_fn, loss_fn_config)
 
     def _logprobs(self, lm: LoadedModel, batch: Batch) -> torch.Tensor:
         kwargs: dict[str, Any] = {

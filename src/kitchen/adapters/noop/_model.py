@@ -126,7 +126,9 @@ def run_loss(
 ) -> Batch:
     """Forward pass with the loss per :mod:`kitchen.ports.losses` (inputs already validated)."""
     v = weights.vocab_size
-    lo, hi = ref.clip_thresholds(loss_fn_config) if loss_fn == "ppo" else (0.0, 0.0)
+    ref.check_config(loss_fn, loss_fn_config)
+    lo, hi = ref.clip_thresholds(loss_fn_config) if loss_fn in ref.CLIPPED else (0.0, 0.0)
+    beta = ref.dro_beta(loss_fn_config) if loss_fn == "dro" else 0.0
     all_lp: list[list[float]] = []
     loss_sum = 0.0
     total_weight = 0.0
@@ -154,6 +156,25 @@ def run_loss(
             if loss_fn == "importance_sampling":
                 loss_sum += ref.importance_sampling(lp, q, adv)
                 grads = [-math.exp(a - b) * c for a, b, c in zip(lp, q, adv, strict=True)]
+            elif loss_fn == "cispo":
+                loss_sum += ref.cispo(lp, q, adv, lo, hi)
+                # The clipped ratio is a constant weight (stop-gradient).
+                grads = [
+                    -min(max(math.exp(a - b), lo), hi) * c
+                    for a, b, c in zip(lp, q, adv, strict=True)
+                ]
+            elif loss_fn == "dro":
+                loss_sum += ref.dro(lp, q, adv, beta)
+                grads = [-(c - beta * (a - b)) for a, b, c in zip(lp, q, adv, strict=True)]
+            elif loss_fn == "gspo":
+                m = inp.get("sequence_ratio_mask")
+                mask = [float(x) for x in m.data] if m is not None else None
+                loss_sum += ref.gspo(lp, q, adv, mask, lo, hi)
+                s = ref.gspo_sequence_ratio(lp, q, mask)
+                clipped_s = min(max(s, lo), hi)
+                # d s_i / d logp_i = s; the min picks the unclipped term (gradient s·A_i)
+                # unless clipping is active and smaller (gradient 0).
+                grads = [-s * c if s * c <= clipped_s * c else 0.0 for c in adv]
             else:
                 loss_sum += ref.ppo(lp, q, adv, lo, hi)
                 grads = []
