@@ -150,6 +150,21 @@ def broadcast_parameters(params: Sequence[Any], src: int = 0) -> None:
             dist.broadcast(p.data, src=src)
 
 
+def broadcast_str(value: str, src: int = 0) -> str:
+    """Rank ``src``'s ``value`` on every rank (UTF-8 bytes in a tensor: no pickling)."""
+    import torch
+    import torch.distributed as dist
+
+    data = torch.tensor(list(value.encode("utf-8")), dtype=torch.uint8)
+    size = torch.tensor([data.numel()], dtype=torch.int64)
+    dist.broadcast(size, src=src)
+    if int(size) == 0:
+        return ""
+    buf = data if dist.get_rank() == src else torch.zeros(int(size), dtype=torch.uint8)
+    dist.broadcast(buf, src=src)
+    return bytes(buf.tolist()).decode("utf-8")
+
+
 def barrier() -> None:
     import torch.distributed as dist
 

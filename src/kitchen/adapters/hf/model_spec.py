@@ -28,6 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from kitchen.errors import UsageError
 
 Mode = Literal["lora", "qlora", "full"]
+#: How a multi-process job lays the model out: ``replicate`` keeps a whole copy per rank and
+#: sums gradients at ``optim_step`` (:mod:`.distributed`); ``fsdp`` shards parameters,
+#: gradients and optimiser state over the ranks with FSDP2 (:mod:`.fsdp`).
+Parallel = Literal["replicate", "fsdp"]
 DType = Literal["float32", "bfloat16", "float16", "auto"]
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -86,6 +90,9 @@ class ModelSpec(BaseModel):
     #: Longest packed row in tokens; ``None`` = the call's longest datum (never wider than
     #: the padded batch). Larger values pack tighter at a quadratic attention cost per row.
     pack_length: Annotated[int, Field(ge=1)] | None = None
+    #: ``replicate`` (default; also what one process does) or ``fsdp`` (needs >= 2
+    #: processes under torchrun / accelerate launch). See docs/hf.md for which to choose.
+    parallel: Parallel = "replicate"
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -194,7 +201,12 @@ def _from_config(spec: ModelSpec, device: torch.device) -> Any:
     # bitsandbytes quantises while loading from disk, so round-trip the fresh weights through
     # a scratch directory (deleted right away; no checkpoint semantics, hence no io.py).
     with tempfile.TemporaryDirectory(prefix="kitchen-qlora-") as tmp:
-        model.save_pretrained(tmp)
+        # Not save_pretrained: under a process group transformers writes on rank 0 only,
+        # and every rank needs its own copy to quantise.
+        from safetensors.torch import save_model
+
+        model.config.save_pretrained(tmp)
+        save_model(model, os.path.join(tmp, "model.safetensors"))
         del model
         return AutoModelForCausalLM.from_pretrained(tmp, **_pretrained_kwargs(spec, device))
 

@@ -16,6 +16,11 @@ per-token logprobs, losses and gradients equal the unpacked path's to float roun
 :mod:`kitchen.adapters.hf.distributed`. Gradients are all-reduced with SUM at ``optim_step``,
 ``forward_backward`` metrics are summed over ranks, and only rank 0 writes checkpoints and
 sampler weights.
+
+**FSDP** (``ModelSpec.parallel="fsdp"``): the model is sharded with FSDP2 instead
+(:mod:`kitchen.adapters.hf.fsdp`); gradients are reduce-scattered (SUM) during backward,
+clipping uses the global norm, and every rank writes its shards of ``save_state`` into rank
+0's state directory (:mod:`kitchen.adapters.hf.sharded_state`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from typing import Any
 import torch
 
 from kitchen.adapters.hf import distributed as dist_mod
+from kitchen.adapters.hf import fsdp
+from kitchen.adapters.hf import sharded_state as sst
 from kitchen.adapters.hf import state as st
 from kitchen.adapters.hf.batch import Batch, collate, collate_packed_datums
 from kitchen.adapters.hf.losses import compute_loss, token_logprobs
@@ -90,6 +97,11 @@ class HfTrainingClient:
         self._tokenizer = tokenizer
         self._packing = spec.packing
         self._dp = dist_mod.detect()
+        self._sharded = spec.parallel == "fsdp"
+        if self._sharded:
+            fsdp.check_launch(self._dp.world_size)
+        #: Where every rank reads and writes sharded checkpoints: rank 0's state_dir.
+        self._shared_state_dir: Path | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -127,7 +139,11 @@ class HfTrainingClient:
                 if self.device.type == "cuda" and self.device.index is None:
                     self.device = torch.device("cuda", self._dp.local_rank)
             lm = load_model(self.spec, self.device)
-            if self._dp.world_size > 1:
+            if self._sharded:
+                # No broadcast needed: the ranks' shards make up one model whatever they held.
+                fsdp.shard_model(lm.model, self.device)
+                self._shared_state_dir = Path(dist_mod.broadcast_str(str(self.state_dir)))
+            elif self._dp.world_size > 1:
                 dist_mod.broadcast_parameters([p for _, p in lm.trainable()])
             self._loaded = lm
         return self._loaded
@@ -278,6 +294,9 @@ class HfTrainingClient:
         return {"loss:sum": loss, "loss:mean": loss / denom if denom else 0.0, "num_tokens": n}
 
     def _empty_shard(self, loss_fn: str, backward: bool) -> ForwardBackwardOutput:
+        if self._sharded:
+            lm = self._ensure()
+            fsdp.run_dummy(lm.model, lm.device, backward)  # join the layers' collectives
         metrics = {"loss:sum": 0.0, "loss:mean": 0.0, "num_tokens": 0.0}
         if backward and self._dp.world_size > 1:
             metrics = self._global_metrics(0.0, 0.0, 0)
@@ -312,12 +331,15 @@ class HfTrainingClient:
             group["betas"] = (p.beta1, p.beta2)
             group["eps"] = p.eps
             group["weight_decay"] = p.weight_decay
-        if self._dp.world_size > 1:
+        if self._dp.world_size > 1 and not self._sharded:
             # The global objective is the sum over ranks' shards, so is its gradient.
             dist_mod.all_reduce_gradients([q for g in opt.param_groups for q in g["params"]])
         params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
         metrics: dict[str, float] = {"learning_rate": p.learning_rate}
-        if params:
+        if self._sharded:
+            # Sharded gradients are already summed over ranks (reduce-scatter in backward).
+            metrics["grad_norm"] = fsdp.clip_grad_norm(params, p.grad_clip_norm)
+        elif params:
             if p.grad_clip_norm > 0:
                 norm = torch.nn.utils.clip_grad_norm_(params, p.grad_clip_norm)
             else:
@@ -348,6 +370,18 @@ class HfTrainingClient:
 
     def _save_state(self, name: str, meta: dict[str, Any]) -> SaveWeightsResponse:
         lm = self._ensure()
+        if self._sharded:
+            assert self._shared_state_dir is not None
+            final = sst.save_sharded(
+                self._shared_state_dir / name,
+                named_params=lm.trainable(),
+                optimizer=self._optimizer,
+                num_steps=self._num_steps,
+                spec_json=self.spec.model_dump(mode="json"),
+                user_metadata=meta,
+                is_main=self._dp.is_main,
+            )
+            return SaveWeightsResponse(path=str(final.resolve()))
         final = self.state_dir / name
         if not self._dp.is_main:
             # Every rank holds the same weights and optimiser state; rank 0 writes them.
@@ -439,8 +473,16 @@ class HfTrainingClient:
 
     def _load_state(self, path: str) -> LoadWeightsResponse:
         directory = self._resolve(path)
-        ckpt = st.read_checkpoint(directory)
         lm = self._ensure()
+        if self._sharded:
+            # Every rank reads rank 0's checkpoint (its own copy may lack the shards).
+            directory = Path(dist_mod.broadcast_str(str(directory)))
+        if self._sharded or sst.is_sharded_checkpoint({"files": sst.marker_files(directory)}):
+            self._optimizer, self._num_steps = sst.restore(
+                directory, lm.trainable(), collective=self._sharded
+            )
+            return LoadWeightsResponse(path=str(directory))
+        ckpt = st.read_checkpoint(directory)
         trainable = lm.trainable()
         names = [n for n, _ in trainable]
         saved = ckpt["weights"]
@@ -486,12 +528,17 @@ class HfTrainingClient:
     def _save_for_sampler(self, name: str) -> SaveWeightsForSamplerResponse:
         lm = self._ensure()
         final = self.state_dir / "sampler_weights" / name
+        # Under FSDP every rank takes part in gathering the full weights onto rank 0.
+        full = fsdp.full_state_dict(lm.model, all_ranks=False) if self._sharded else None
         if not self._dp.is_main:
             return SaveWeightsForSamplerResponse(path=str(final.resolve()))
         tmp = st.staging_dir(final)
         try:
             # peft / transformers write these files themselves; fsync them before committing.
-            lm.model.save_pretrained(str(tmp), safe_serialization=True)
+            if full is None:
+                lm.model.save_pretrained(str(tmp), safe_serialization=True)
+            else:
+                fsdp.save_pretrained_full(lm.model, full, tmp)
             st.fsync_tree(tmp)
             atomic_write_json(tmp / "kitchen_spec.json", self.spec.model_dump(mode="json"))
             st.write_marker(tmp)
@@ -511,6 +558,8 @@ class HfTrainingClient:
         return HfSamplingClient(snap, name=name, seed=self.spec.seed, tokenizer=self._tokenizer)
 
     def _snapshot(self) -> Any:
+        if self._sharded:
+            return fsdp.unsharded_copy(self._ensure().model, self.spec, self.device)
         model = self._ensure().model
         # Frozen tensors (the base weights under LoRA, possibly 4-bit) never change, so the
         # copy shares them; only trainable parameters are duplicated.
