@@ -27,9 +27,13 @@ def kill_after_checkpoints(
     timeout: float = 120,
     poll: float = 0.005,
     wait: float = 30,
+    process_tree: bool = False,
 ) -> None:
     """Start ``cmd``, SIGKILL it as soon as ``checkpoints()`` reaches ``n``, and assert that
-    it died by that signal (not by finishing first, and within ``timeout`` seconds)."""
+    it died by that signal (not by finishing first, and within ``timeout`` seconds).
+
+    ``process_tree``: SIGKILL ``cmd`` and every process it started, all at once (a launcher
+    such as torchrun puts each rank in a session of its own), as when the machine dies."""
     proc = subprocess.Popen(
         list(cmd),
         stdout=subprocess.PIPE,
@@ -43,12 +47,33 @@ def kill_after_checkpoints(
             assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read()}"  # type: ignore[union-attr]
             assert time.monotonic() < deadline, f"no checkpoint {n} in {timeout} s"
             time.sleep(poll)
+        tree = _descendants(proc.pid) if process_tree else []
         proc.send_signal(signal.SIGKILL)
+        for child in tree:
+            _sigkill(child)
         proc.wait(timeout=wait)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
+
+
+def _descendants(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _sigkill(process: Any) -> None:
+    import psutil
+
+    try:
+        process.send_signal(signal.SIGKILL)
+    except psutil.NoSuchProcess:
+        pass
 
 
 def strip_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ node, or a filesystem shared by all nodes).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,11 +137,14 @@ def load_tensors(source: Path, targets: dict[str, torch.Tensor], *, collective: 
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
     try:
-        dcp.load(
-            targets,
-            storage_reader=HuggingFaceStorageReader(str(source)),
-            no_dist=not collective,
-        )
+        with warnings.catch_warnings():
+            # "assuming the intent is to load in a single process": it is.
+            warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+            dcp.load(
+                targets,
+                storage_reader=HuggingFaceStorageReader(str(source)),
+                no_dist=not collective,
+            )
     except Exception as exc:  # DCP wraps per-rank failures in CheckpointException
         raise CheckpointError(f"checkpoint {source.parent} cannot be read: {exc}") from exc
 

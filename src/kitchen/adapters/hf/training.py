@@ -540,7 +540,9 @@ class HfTrainingClient:
             else:
                 fsdp.save_pretrained_full(lm.model, full, tmp)
             st.fsync_tree(tmp)
-            atomic_write_json(tmp / "kitchen_spec.json", self.spec.model_dump(mode="json"))
+            # The weights do not depend on how training was laid out over processes.
+            spec = self.spec.model_copy(update={"parallel": "replicate"})
+            atomic_write_json(tmp / "kitchen_spec.json", spec.model_dump(mode="json"))
             st.write_marker(tmp)
             st.commit_dir(tmp, final)
         except BaseException:
