@@ -6,7 +6,8 @@ gradients accumulate; the last batch leaves rank 1 an empty shard), then writes
 ``<out>/<mode>/rank<R>.json`` with the global losses and grad norms, this rank's shard
 bytes, a ``save_state`` checkpoint and the sampler weights. Finally it loads the
 single-process checkpoint ``<ref>/<mode>/ckpt`` (saved after step 2), redoes the last step
-and records it, which checks the 1 -> 2 rank direction of a checkpoint.
+and records it, which checks the 1 -> 2 rank direction of a checkpoint; then loads the
+single-process sampler weights with ``load_weights`` and saves them again.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def main() -> int:
         record["snapshot_logprobs"] = snap.compute_logprobs(_prompt()).result()[1:]
         client.load_state(str(Path(args.ref) / mode / "ckpt")).result()
         record["resumed_step"] = step(client, batches[-1], dp.rank, dp.world_size)
+        # Weights only (Tinker's load_weights) from the single-process sampler weights.
+        client.load_weights(str(Path(args.ref) / mode / "state/sampler_weights/final")).result()
+        record["reloaded"] = client.save_weights_for_sampler("reloaded").result().path
         client.close()
         (out / f"rank{dp.rank}.json").write_text(json.dumps(record))
     distributed.barrier()

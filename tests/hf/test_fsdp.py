@@ -142,6 +142,8 @@ def test_fsdp_client_matches_one_process_and_holds_half_the_state(tmp_path: Path
                     if isinstance(d.get("target_modules"), list):
                         d["target_modules"] = sorted(d["target_modules"])
                 assert mine == want, cfg
+        # load_weights of one process's sampler weights gives each rank its shard of them.
+        _assert_same_tensors(_tensors(Path(r0["reloaded"])), _tensors(ref_dir), exact=True)
         assert r0["snapshot_logprobs"] == pytest.approx(ref["snapshot_logprobs"], abs=1e-4)
 
         # 2 -> 1 rank: the sharded checkpoint loads into one process, weights equal the

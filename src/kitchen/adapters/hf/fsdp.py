@@ -94,6 +94,19 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if isinstance(t, DTensor) else t
 
 
+def copy_into(param: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy the unsharded ``full`` value into ``param``: all of it, or this rank's shard
+    of it when ``param`` is a DTensor (sliced locally, every rank holds ``full``)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor):
+        value = full.to(param.device, param.dtype)
+        mine = distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
+        param.to_local().copy_(mine.to_local())
+    else:
+        param.copy_(full.to(param.device, param.dtype))
+
+
 def clip_grad_norm(params: Sequence[torch.Tensor], max_norm: float) -> float:
     """The global L2 norm of the sharded gradients; scales them to ``max_norm`` if above
     (``max_norm <= 0``: measure only). One all-reduce of a float64 scalar."""

@@ -163,10 +163,12 @@ def restore(
     trainable: list[tuple[str, torch.nn.Parameter]],
     *,
     collective: bool,
+    optimizer: bool = True,
 ) -> tuple[torch.optim.Optimizer | None, int]:
     """Load a checkpoint of either layout into ``trainable`` (plain or sharded) and
     rebuild AdamW with the saved moments; returns ``(optimizer, num_steps)``. The RNG
-    state is restored too. Names and shapes are checked before anything is written."""
+    state is restored too. Names and shapes are checked before anything is written.
+    ``optimizer=False``: the weights only (``load_weights``), RNG untouched."""
     info = st.verify(directory)
     source = tensor_source(directory, info)
     try:
@@ -190,12 +192,12 @@ def restore(
                 f"checkpoint {directory}: {n} has shape {shapes.get(n)}, model has {tuple(p.shape)}"
             )
     targets: dict[str, torch.Tensor] = {n: p.detach() for n, p in trainable}
-    optimizer: torch.optim.Optimizer | None = None
-    if opt_js.get("hparams") is not None:
-        optimizer = torch.optim.AdamW([p for _, p in trainable])
+    opt: torch.optim.Optimizer | None = None
+    if optimizer and opt_js.get("hparams") is not None:
+        opt = torch.optim.AdamW([p for _, p in trainable])
         hp = dict(opt_js["hparams"])
         hp["betas"] = tuple(hp["betas"])
-        optimizer.param_groups[0].update(hp)
+        opt.param_groups[0].update(hp)
         for n, p in trainable:
             if n not in opt_js["steps"]:
                 continue
@@ -205,12 +207,14 @@ def restore(
                 "exp_avg": torch.zeros_like(p.detach()),
                 "exp_avg_sq": torch.zeros_like(p.detach()),
             }
-            optimizer.state[p] = state
+            opt.state[p] = state
             avg, avg_sq = moment_names(n)
             targets[avg], targets[avg_sq] = state["exp_avg"], state["exp_avg_sq"]
     with torch.no_grad():
         load_tensors(source, targets, collective=collective)
     for _, p in trainable:
         p.grad = None
+    if not optimizer:
+        return None, 0
     st.restore_rng(*rng)
-    return optimizer, int(opt_js.get("num_steps", 0))
+    return opt, int(opt_js.get("num_steps", 0))

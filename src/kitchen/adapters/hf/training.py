@@ -416,12 +416,21 @@ class HfTrainingClient:
 
     def _load_weights(self, path: str) -> LoadWeightsResponse:
         directory = self._resolve(path)
-        if (directory / "weights.safetensors").is_file():
+        if self._sharded:
+            self._ensure()
+            directory = Path(dist_mod.broadcast_str(str(directory)))
+        if sst.is_sharded_checkpoint({"files": sst.marker_files(directory)}):
+            sst.restore(
+                directory, self._ensure().trainable(), collective=self._sharded, optimizer=False
+            )
+            saved = None
+        elif (directory / "weights.safetensors").is_file():
             saved = st.read_checkpoint(directory)["weights"]
         else:
             saved = self._sampler_weights(directory)
         lm = self._ensure()
-        self._copy_weights(directory, lm.trainable(), saved)
+        if saved is not None:
+            self._copy_weights(directory, lm.trainable(), saved)
         self._optimizer = None
         self._num_steps = 0
         return LoadWeightsResponse(path=str(directory))
@@ -468,7 +477,7 @@ class HfTrainingClient:
                 )
         with torch.no_grad():
             for n, param in trainable:
-                param.copy_(saved[n].to(param.device, param.dtype))
+                fsdp.copy_into(param, saved[n])  # a DTensor takes its own shard
                 param.grad = None
 
     def _load_state(self, path: str) -> LoadWeightsResponse:
