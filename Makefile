@@ -9,7 +9,10 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := -c constraints.txt
 EXTRAS_MAIN := hf
-EXTRAS_TEST := hf,dev,server,remote,tensorboard,mlflow,otel,data,ray,s3,hub,wandb,gguf,astgrep
+EXTRAS_TEST := hf,dev,server,remote,tensorboard,mlflow,otel,data,ray,s3,hub,wandb,gguf,astgrep,cookbook
+# tests/cookbook runs this release unchanged; --no-deps because its tml-renderers
+# requirement is not on PyPI (the `cookbook` extra installs everything else it needs).
+COOKBOOK := tinker-cookbook==0.6.1
 
 .PHONY: quickstart test lint typecheck bench clean
 
@@ -27,6 +30,7 @@ $(VENV)/.main-installed: $(BIN)/python pyproject.toml constraints.txt
 
 $(VENV)/.test-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install $(CONSTRAINTS) -e ".[$(EXTRAS_TEST)]"
+	$(PIP) install $(CONSTRAINTS) --no-deps "$(COOKBOOK)"
 	$(CHECK_CPU_TORCH)
 	touch $@ $(VENV)/.main-installed
 
