@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,9 +133,33 @@ def test_one_command_trains_evaluates_and_exports(
     )
     assert report["delta_adapter_vs_base"] == pytest.approx(adapter["loss"] - base["loss"])
     assert report["sft"]["train_loss_last"] < report["sft"]["train_loss_first"]
-    # greedy generations for both models
-    assert len(base["generations"]) == len(adapter["generations"]) == 2
+    # greedy generations for both models, on every prompt of the suite
+    assert len(base["generations"]) == len(adapter["generations"]) == len(test_rows)
     assert all(isinstance(g["greedy"], str) for g in base["generations"] + adapter["generations"])
+
+    # eval/: metrics.json and one sample file per prompt, base vs adapter, gate checks run
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    assert metrics["loss"]["adapter"] == adapter["loss"] and metrics["loss"]["base"] == base["loss"]
+    assert metrics["prompts_adapter_better"] == len(test_rows)
+    n_code = sum(r["lang"] == "python" for r in test_rows)
+    for label in ("base", "adapter", "reference"):
+        by = metrics["checks"][label]["by_check"]
+        assert by["non_empty"]["checked"] == by["length"]["checked"] == len(test_rows)
+        assert by.get("py_compile", {"checked": 0})["checked"] == n_code
+    # the references passed the gate, so they pass the same checks here
+    assert metrics["checks"]["reference"]["all_checks_passed"] == len(test_rows)
+    samples = sorted((work / "eval" / "sample_outputs").glob("*.json"))
+    assert len(samples) == len(test_rows)
+    one = json.loads(samples[0].read_text())
+    assert {"prompt", "reference", "base", "adapter"} <= set(one)
+    assert one["base"]["text"] == base["generations"][0]["greedy"]
+    assert set(one["adapter"]["checks"]) >= {"non_empty", "length", "printable"}
+
+    # GGUF files (F16, Q8_0), each read back and compared tensor by tensor on export
+    gguf = report["export"]["gguf"]
+    assert set(gguf) == {"f16", "q8_0"}
+    assert gguf["f16"]["rel_max_err"] < 1e-3 and gguf["q8_0"]["rel_max_err"] < 1 / 200
+    assert Path(gguf["q8_0"]["path"]).stat().st_size < Path(gguf["f16"]["path"]).stat().st_size
 
     # the run: a completed kitchen run in QLoRA mode, suite losses in its metrics
     run_dir = Path(report["run_dir"])
@@ -179,3 +204,102 @@ def test_cli_data_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "dataset:" in out and "version 1" in out and "qlora" not in out
     assert not (tmp_path / "w" / "model").exists()
+
+
+# -- pipeline.yaml and per-stage runs ------------------------------------------------------
+
+config = importlib.import_module("examples.domain_qlora.config")
+SHIPPED = (ROOT / "examples" / "domain_qlora" / "pipeline.yaml").read_text()
+
+
+def _bad(tmp_path: Path, edit: Any) -> str:
+    import yaml
+
+    from kitchen.errors import UsageError
+
+    data = yaml.safe_load(SHIPPED)
+    edit(data)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UsageError) as info:
+        config.load_config(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "words"),
+    [
+        (lambda d: d["model"]["sft"].update(batch_size=0), "model.sft.batch_size", "greater"),
+        (lambda d: d["model"]["sft"].update(learning_rte=1e-3), "model.sft.learning_rte", "extra"),
+        (lambda d: d["dataset"].update(train=0.9), "dataset", "must be 1.0"),
+        (lambda d: d["filters"].update(shards="two"), "filters.shards", "integer"),
+        (lambda d: d["sources"][0].update(kind="svn"), "sources.0", "tag"),
+        (lambda d: d["sources"][1].pop("file"), "sources.1.file", "required"),
+        (lambda d: d["export"].update(gguf=["q4_k"]), "export.gguf.0", "f16"),
+        (lambda d: d["export"].update(merged=False), "export", "gguf needs merged"),
+        (lambda d: d["model"].update(path="/m"), "model", "exactly one of path"),
+        (lambda d: d.update(seed=-1), "seed", "greater than or equal"),
+        (lambda d: d.pop("sources"), "sources", "required"),
+    ],
+)
+def test_pipeline_yaml_errors_name_the_key(tmp_path: Path, edit: Any, key: str, words: str) -> None:
+    msg = _bad(tmp_path, edit)
+    assert msg.startswith(f"pipeline.yaml: {key}: "), msg
+    assert words.lower() in msg.lower() and "\n" not in msg
+
+
+def test_pipeline_yaml_is_the_single_config() -> None:
+    cfg = config.load_config()
+    assert [s.name for s in cfg.sources] == [
+        "tinyroute-code", "guide", "middleware-docs", "faq", "changelog"
+    ]  # fmt: skip
+    assert cfg.model_spec()["mode"] == "qlora" and cfg.model_spec()["seed"] == cfg.seed
+    assert cfg.export.gguf == ["f16", "q8_0"]
+    # the settings reach the stages: a changed filter changes the gate's checks
+    lengths = [c for c in pipeline.checks(cfg) if c.name == "length"]
+    assert lengths[0].min_chars == cfg.filters.min_chars
+
+
+def test_not_yaml_and_missing_file_are_one_line(tmp_path: Path) -> None:
+    from kitchen.errors import UsageError
+
+    bad = tmp_path / "p.yaml"
+    bad.write_text("sources: [unclosed\n")
+    with pytest.raises(UsageError, match="is not valid YAML"):
+        config.load_config(bad)
+    with pytest.raises(UsageError, match="cannot read the pipeline config"):
+        config.load_config(tmp_path / "missing.yaml")
+
+
+def test_per_stage_runs_need_their_inputs_and_share_the_chain_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "w"
+    run = ["--work-dir", str(work), "--shards", "1", "run"]
+    # a stage whose input stage has not run: exit 2, one line naming the stage to run first
+    assert pipeline.main([*run, "dedup"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs 'normalised' from stage 'normalise'" in err
+    assert "run normalise` first" in err
+    assert pipeline.main([*run, "train"]) == 2
+    assert "from stage 'package'" in capsys.readouterr().err
+    # the data stages one at a time, in order
+    for name in pipeline.DATA_STAGES:
+        assert pipeline.main([*run, name]) == 0, capsys.readouterr().err
+        assert f"stage {name}: done" in capsys.readouterr().out
+    state = json.loads((work / "state.json").read_text())
+    assert set(state["stages"]) == set(pipeline.DATA_STAGES)
+    dataset = state["values"]["dataset"]
+    rows = sum(len(read_jsonl(Path(dataset) / f"{s}.jsonl")) for s in ("train", "valid", "test"))
+    # a stage re-run alone reuses its cached result; the whole chain then hits every entry
+    # the single-stage runs stored (same node paths, same cache keys)
+    with pipeline.serve_docs(pipeline.CORPUS / "docs" / "http") as url:
+        chained = pipeline.run_data(work, url, shards=1)
+    assert chained["state"]["dataset"] == dataset
+    assert chained["cache"] and all(c["hit"] for c in chained["cache"])
+    manifest = json.loads((Path(dataset) / "manifest.json").read_text())
+    assert manifest["stats"]["rows"] == rows
+    # a deleted input is noticed: the stage that makes it must run again
+    (work / "data" / "gate" / "gate.json").unlink()
+    assert pipeline.main([*run, "package"]) == 2
+    assert "needs 'gated' from stage 'gate'" in capsys.readouterr().err

@@ -52,8 +52,20 @@ def _commit(tmp: Path, final: Path) -> None:
     tmp.rename(final)
 
 
+def _run_tokenizer(run: RunDir) -> Path | None:
+    """The ``tokenizer`` directory the run's config named, if any."""
+    cfg = run.root / "config.json"
+    path = read_json(cfg).get("tokenizer") if cfg.is_file() else None
+    return Path(path) if isinstance(path, str) and path else None
+
+
 def _copy_tokenizer(run: RunDir, spec: ModelSpec, dest: Path) -> bool:
-    for src in (run.root / "tokenizer", Path(spec.path) if spec.path else None):
+    candidates = (
+        run.root / "tokenizer",
+        _run_tokenizer(run),
+        Path(spec.path) if spec.path else None,
+    )
+    for src in candidates:
         if src is not None and (src / "tokenizer.json").is_file():
             for f in src.iterdir():
                 if f.is_file() and f.name.startswith(("tokenizer", "special_tokens")):
