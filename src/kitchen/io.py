@@ -88,3 +88,86 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+#: The largest config/spec file kitchen reads (a config is a few KiB; this only stops a
+#: runaway read such as a symlink to ``/dev/zero``).
+MAX_TEXT_FILE_BYTES = 16 * 1024 * 1024
+
+
+def read_bytes_bounded(
+    path: str | os.PathLike[str], *, what: str = "file", max_bytes: int = MAX_TEXT_FILE_BYTES
+) -> bytes:
+    """The bytes of a *regular* file of at most ``max_bytes``.
+
+    Directories, FIFOs, devices and sockets are refused before they are opened for reading
+    (a FIFO would block forever, ``/dev/zero`` would never end), and every failure is a
+    one-line :class:`~kitchen.errors.UsageError` naming the file.
+    """
+    import stat
+
+    from kitchen.errors import UsageError
+
+    p = Path(path)
+    try:
+        info = os.stat(p)
+    except FileNotFoundError:
+        raise UsageError(f"{what} {p} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {p}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{what} {p} is a directory; give a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(
+            f"{what} {p} is not a regular file (a FIFO, device or socket); give a file"
+        )
+    if info.st_size > max_bytes:
+        raise UsageError(f"{what} {p} is {info.st_size} bytes, over the limit of {max_bytes}")
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise UsageError(f"{what} {p}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat above
+            raise UsageError(f"{what} {p} is not a regular file; give a file")
+        chunks: list[bytes] = []
+        total = 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise UsageError(f"{what} {p}: cannot read it ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if total > max_bytes:
+        raise UsageError(f"{what} {p} is over the limit of {max_bytes} bytes")
+    return b"".join(chunks)
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 text (an optional UTF-8 BOM is dropped); anything else is a UsageError that
+    says which encoding was found and to save the file as UTF-8."""
+    from kitchen.errors import UsageError
+
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UsageError(f"{name} is UTF-16 text; save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise UsageError(f"{name} contains NUL bytes at offset {text.index(chr(0))}; is it text?")
+    return text
+
+
+def read_text_bounded(
+    path: str | os.PathLike[str], *, what: str = "file", max_bytes: int = MAX_TEXT_FILE_BYTES
+) -> str:
+    """:func:`read_bytes_bounded` decoded as UTF-8 (see :func:`decode_text`)."""
+    return decode_text(read_bytes_bounded(path, what=what, max_bytes=max_bytes), f"{what} {path}")

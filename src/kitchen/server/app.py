@@ -12,18 +12,22 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from kitchen.ports.types import AdamParams, SampleResponse
 from kitchen.server import runs, wire
+from kitchen.server import schemas as sc
 from kitchen.server.backends import Backend
+from kitchen.server.schemas import ServerLimits
 from kitchen.server.security import GuardMiddleware
-from kitchen.server.state import PROTOBUF, Job, NotFound, ServerState, watch
+from kitchen.server.state import PROTOBUF, Conflict, Job, NotFound, ServerState, watch
 from kitchen.server.storage import CheckpointRefused, CheckpointStore, check_name
 
 log = logging.getLogger("kitchen.server")
@@ -44,6 +48,8 @@ class ServerConfig:
     seq_gap_s: float = 30.0
     backend_name: str = "custom"
     use_pyqwest_transport: bool = False
+    #: Per-request caps (num_samples, max_tokens, datums, tensor sizes, JSON depth).
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 class ApiError(Exception):
@@ -52,23 +58,7 @@ class ApiError(Exception):
         self.status, self.detail = status, detail
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return data
-
-
-def _need(body: dict[str, Any], key: str, kind: type | tuple[type, ...] = str) -> Any:
-    value = body.get(key)
-    if value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise ApiError(
-            400, f"field {key!r} is required and must be {getattr(kind, '__name__', kind)}"
-        )
-    return value
+M = TypeVar("M", bound=BaseModel)
 
 
 def _future(job: Job, **extra: Any) -> dict[str, Any]:
@@ -115,6 +105,24 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     def st() -> ServerState:
         return holder["state"]
+
+    async def body_of(request: Request, model: type[M]) -> M:
+        """The request's JSON body validated against ``model`` (400/413 if it is not)."""
+        return sc.validate_body(model, sc.parse_json(await request.body(), config.limits))
+
+    @app.exception_handler(sc.BadBody)
+    async def _bad_body(_: Request, exc: sc.BadBody) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_params(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        return JSONResponse({"detail": f"{where}: {err.get('msg')}"}, status_code=400)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -175,9 +183,9 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/session_heartbeat")
     async def heartbeat(request: Request) -> Any:
-        body = await _json(request)
+        body = await body_of(request, sc.SessionBody)
         try:
-            st().session(_need(body, "session_id"))
+            st().session(body.session_id)
         except NotFound as exc:
             # 410 tells the SDK to stop heartbeating a session this server does not have.
             return JSONResponse({"detail": str(exc)}, status_code=410)
@@ -196,8 +204,8 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/retrieve_future")
     async def retrieve_future(request: Request) -> Response:
-        body = await _json(request)
-        job = st().futures.get(_need(body, "request_id"))
+        body = await body_of(request, sc.RequestIdBody)
+        job = st().futures.get(body.request_id)
         if not job.done:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(job.event.wait(), timeout=config.poll_s)
@@ -215,19 +223,13 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/create_model")
     async def create_model(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        session = st().session(_need(body, "session_id"))
-        base_model = _need(body, "base_model")
-        model_seq_id = _need(body, "model_seq_id", int)
-        lora = body.get("lora_config") or {}
-        optimizer = (body.get("optimizer_config") or {}).get("type", "adamw")
+        body = await body_of(request, sc.CreateModelBody)
+        session = st().session(body.session_id)
+        base_model = body.base_model
+        lora = body.lora_config or sc.LoraBody()
+        optimizer = (body.optimizer_config or sc.OptimizerBody()).type
         entry = st().add_model(
-            session,
-            model_seq_id,
-            base_model,
-            lora.get("rank"),
-            lora.get("seed"),
-            body.get("user_metadata"),
+            session, body.model_seq_id, base_model, lora.rank, lora.seed, body.user_metadata
         )
         job = st().futures.new("create_model")
         if optimizer != "adamw":
@@ -252,9 +254,12 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/get_info")
     async def get_info(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        entry = st().model(_need(body, "model_id"))
-        client = await run_in_threadpool(entry.wait_ready)
+        body = await body_of(request, sc.ModelIdBody)
+        entry = st().model(body.model_id)
+        try:
+            client = await run_in_threadpool(entry.wait_ready)
+        except RuntimeError as exc:  # the model failed to initialise: say why
+            raise ApiError(400, str(exc)) from exc
         info = client.get_info()
         md = info.model_data
         return {
@@ -272,8 +277,8 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/unload_model")
     async def unload_model(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        entry = st().model(_need(body, "model_id"))
+        body = await body_of(request, sc.ModelIdBody)
+        entry = st().model(body.model_id)
         job = st().futures.new("unload_model")
         st().futures.complete(job, {"model_id": entry.model_id, "type": "unload_model"})
         return _future(job, model_id=entry.model_id)
@@ -287,7 +292,7 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
             raise ApiError(415, f"forward_backward expects {PROTOBUF}, got {ctype!r}")
         raw = await request.body()
         try:
-            call = wire.decode_forward_backward(raw)
+            call = wire.decode_forward_backward(raw, config.limits)
         except wire.WireError as exc:
             raise ApiError(400, str(exc)) from exc
         entry = st().model(call.model_id)
@@ -310,15 +315,12 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/optim_step")
     async def optim_step(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        entry = st().model(_need(body, "model_id"))
-        seq_id = body.get("seq_id")
-        params = body.get("adam_params")
+        body = await body_of(request, sc.OptimStepBody)
+        entry = st().model(body.model_id)
+        seq_id = body.seq_id
+        adam = AdamParams(**body.adam_params.model_dump())
 
         def run(job: Job) -> None:
-            if not isinstance(params, dict):
-                raise ValueError("optim_step needs adam_params; kitchen serve runs AdamW only")
-            adam = AdamParams(**{k: float(v) for k, v in params.items()})
             st().port_call(
                 entry,
                 job,
@@ -334,12 +336,12 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/save_weights")
     async def save_weights(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        entry = st().model(_need(body, "model_id"))
-        seq_id = body.get("seq_id")
-        raw_name = body.get("path") or f"state-{seq_id}"
-        overwrite = bool(body.get("overwrite", False))
-        metadata = {str(k): str(v) for k, v in (body.get("user_metadata") or {}).items()}
+        body = await body_of(request, sc.SaveWeightsBody)
+        entry = st().model(body.model_id)
+        seq_id = body.seq_id
+        raw_name = body.path or f"state-{seq_id}"
+        overwrite = body.overwrite
+        metadata = dict(body.user_metadata or {})
 
         def run(job: Job) -> None:
             name = check_name(raw_name)  # refuses traversal before anything is written
@@ -372,11 +374,11 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/save_weights_for_sampler")
     async def save_weights_for_sampler(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        entry = st().model(_need(body, "model_id"))
-        seq_id = body.get("seq_id")
-        raw_name = body.get("path")
-        sampler_seq = body.get("sampling_session_seq_id")
+        body = await body_of(request, sc.SaveForSamplerBody)
+        entry = st().model(body.model_id)
+        seq_id = body.seq_id
+        raw_name = body.path
+        sampler_seq = body.sampling_session_seq_id
         session = st().session(entry.session_id)
 
         def run(job: Job) -> None:
@@ -418,12 +420,14 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/load_weights")
     async def load_weights(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        path = _need(body, "path")
-        optimizer = bool(body.get("optimizer", True))
-        if body.get("session_id") is not None:
+        body = await body_of(request, sc.LoadWeightsBody)
+        path = body.path
+        optimizer = body.optimizer
+        if body.session_id is not None:
             return await _create_via_load(body, path, optimizer)
-        entry = st().model(_need(body, "model_id"))
+        if body.model_id is None:
+            raise ApiError(400, "load_weights needs model_id (or session_id and model_seq_id)")
+        entry = st().model(body.model_id)
 
         def run(job: Job) -> None:
             ckpt = store.resolve(path)
@@ -435,12 +439,16 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
                 lambda _: _ok({"path": ckpt.tinker_path, "type": "load_weights"}),
             )
 
-        job = st().submit_sequenced(entry, body.get("seq_id"), "load_weights", run)
+        job = st().submit_sequenced(entry, body.seq_id, "load_weights", run)
         return _future(job, model_id=entry.model_id)
 
-    async def _create_via_load(body: dict[str, Any], path: str, optimizer: bool) -> dict[str, Any]:
-        session = st().session(_need(body, "session_id"))
-        model_seq_id = _need(body, "model_seq_id", int)
+    async def _create_via_load(
+        body: sc.LoadWeightsBody, path: str, optimizer: bool
+    ) -> dict[str, Any]:
+        session = st().session(str(body.session_id))
+        model_seq_id = body.model_seq_id
+        if model_seq_id is None:
+            raise ApiError(400, "field 'model_seq_id': required with session_id")
         job = st().futures.new("load_weights")
         try:
             ckpt = store.resolve(path)
@@ -448,14 +456,14 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
             st().futures.fail(job, exc)
             return _future(job)
         run = ckpt.run
-        base_model = body.get("base_model") or str(run.get("base_model"))
+        base_model = body.base_model or str(run.get("base_model"))
         entry = st().add_model(
             session,
             model_seq_id,
             base_model,
             run.get("lora_rank"),
             run.get("seed"),
-            body.get("user_metadata"),
+            body.user_metadata,
         )
 
         def after(client: Any) -> Any:
@@ -518,14 +526,17 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/create_sampling_session")
     async def create_sampling_session(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        session = st().session(_need(body, "session_id"))
-        seq = _need(body, "sampling_session_seq_id", int)
-        model_path = body.get("model_path")
+        body = await body_of(request, sc.CreateSamplerBody)
+        session = st().session(body.session_id)
+        seq = body.sampling_session_seq_id
+        model_path = body.model_path
+        st().check_new_sampler(session, seq)  # 409 before any model is loaded
         if model_path:
             base_model, client = await run_in_threadpool(st().sampling_from_checkpoint, model_path)
         else:
-            base_model = _need(body, "base_model")
+            if body.base_model is None:
+                raise ApiError(400, "create_sampling_session needs base_model or model_path")
+            base_model = body.base_model
             try:
                 client = await run_in_threadpool(st().base_sampling, base_model)
             except ValueError as exc:
@@ -535,8 +546,8 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/join_sampling_session")
     async def join_sampling_session(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        sampler = st().sampler(_need(body, "sampling_session_id"))
+        body = await body_of(request, sc.SamplerIdBody)
+        sampler = st().sampler(body.sampling_session_id)
         return {"type": "join_sampling_session", "client_counter": next(sampler.clients)}
 
     @app.get("/api/v1/samplers/{sampler_id}")
@@ -546,24 +557,20 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/asample")
     async def asample(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        sid = body.get("sampling_session_id")
-        if not sid:
-            raise ApiError(400, "asample needs sampling_session_id (create_sampling_session first)")
+        body = await body_of(request, sc.SampleBody)
+        body.check_limits(config.limits)
+        sid = body.sampling_session_id
         sampler = st().sampler(sid)
-        try:
-            prompt = wire.model_input_from_json(_need(body, "prompt", dict))
-            params = wire.sampling_params_from_json(body.get("sampling_params") or {})
-        except (wire.WireError, KeyError, TypeError, ValueError) as exc:
-            raise ApiError(400, f"bad sample request: {exc}") from exc
-        n = int(body.get("num_samples", 1))
-        want_prompt_lp = bool(body.get("prompt_logprobs"))
-        last_n = body.get("prompt_logprobs_last_n")
+        prompt = wire.model_input_from_json(body.prompt.model_dump())
+        params = wire.sampling_params_from_json(body.sampling_params.model_dump())
+        n = body.num_samples
+        want_prompt_lp = bool(body.prompt_logprobs)
+        last_n = body.prompt_logprobs_last_n
         job = st().futures.new("sample")
         unsupported = [
-            k for k in ("topk_sample_logprobs", "prompt_alt_tokens_k") if body.get(k)
-        ] + (["target_prompt_logprobs"] if body.get("target_prompt_logprobs") else [])
-        topk = int(body.get("topk_prompt_logprobs") or 0)
+            k for k in ("topk_sample_logprobs", "prompt_alt_tokens_k") if getattr(body, k)
+        ] + (["target_prompt_logprobs"] if body.target_prompt_logprobs else [])
+        topk = body.topk_prompt_logprobs
 
         def run() -> None:
             if unsupported:
@@ -604,7 +611,7 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
                 st().futures.fail(job, exc)
 
         st().sample_pool.submit(guarded)
-        seq = body.get("seq_id")
+        seq = body.seq_id
         return _future(job, sample_sequence_ids=[f"{sid}:{seq}:{i}" for i in range(n)])
 
     return app

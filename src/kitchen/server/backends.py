@@ -77,7 +77,12 @@ class NoopBackend(_BaseBackend):
     def __init__(self, spec: dict[str, Any], model_name: str | None) -> None:
         super().__init__(model_name or str(spec.get("name", "noop-tiny")))
         self.spec = spec
-        self.vocab_size = int(spec.get("vocab_size", 512))
+        vocab = spec.get("vocab_size", 512)
+        if not isinstance(vocab, int) or isinstance(vocab, bool) or not 2 <= vocab <= 1 << 20:
+            raise UsageError(
+                f"--model-spec vocab_size must be an integer in [2, 2**20], got {vocab!r}"
+            )
+        self.vocab_size = vocab
 
     def create_training(
         self, *, base_model: str, lora_rank: int | None, seed: int | None, state_dir: Path
@@ -112,6 +117,7 @@ class HfBackend(_BaseBackend):
         name = model_name or spec.get("name") or spec.get("model_name") or spec.get("path")
         super().__init__(str(name or "kitchen-hf"))
         self.spec = spec
+        self._check_at_start()
         self._tokenizer: Any = None
         self._tokenizer_lock = threading.Lock()
 
@@ -124,6 +130,22 @@ class HfBackend(_BaseBackend):
                 tok = importlib.import_module("kitchen.adapters.hf.tokenizer")
                 self._tokenizer = tok.HfTokenizer.load(self.tokenizer_dir)
             return self._tokenizer
+
+    def _check_at_start(self) -> None:
+        """Fail at start, not at the first request: the spec validates, the path exists."""
+        from kitchen.config import validate
+
+        ms = importlib.import_module("kitchen.adapters.hf.model_spec")
+        try:
+            validate(ms.ModelSpec, self.spec)
+        except UsageError as exc:
+            raise UsageError(f"--model-spec/--model: {exc}") from None
+        path = self.spec.get("path")
+        if path and "://" not in str(path) and not Path(str(path)).exists():
+            raise UsageError(
+                f"--model {path}: no such directory; pass a local model directory "
+                "(kitchen serve never downloads)"
+            )
 
     def _spec(self, lora_rank: int | None, seed: int | None) -> Any:
         ms = importlib.import_module("kitchen.adapters.hf.model_spec")
@@ -157,8 +179,10 @@ def _parse_spec(model_spec: str | None, model: str | None) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if model_spec:
         text = model_spec
-        if not model_spec.lstrip().startswith("{") and Path(model_spec).is_file():
-            text = Path(model_spec).read_text(encoding="utf-8")
+        if not model_spec.lstrip().startswith("{"):
+            from kitchen.io import read_text_bounded
+
+            text = read_text_bounded(model_spec, what="--model-spec file")
         try:
             loaded = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -189,10 +213,21 @@ def load_backend(
         mod_name, _, attr = name.partition(":")
         try:
             factory = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as exc:
+        except (ImportError, AttributeError, ValueError) as exc:
             raise UsageError(
                 f"--backend {name!r}: cannot import {mod_name}:{attr} ({exc})"
             ) from exc
-        backend: Backend = factory(spec, model_name)
+        if not callable(factory):
+            raise UsageError(f"--backend {name!r}: {attr} is not callable")
+        try:
+            backend: Backend = factory(spec, model_name)
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise UsageError(
+                f"--backend {name!r}: the factory failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not callable(getattr(backend, "model_names", None)):
+            raise UsageError(f"--backend {name!r}: the factory did not return a Backend")
         return backend
     raise UsageError(f"unknown --backend {name!r}; choose hf, noop or package.module:factory")

@@ -39,6 +39,10 @@ class NotFound(LookupError):
     """An id (session, model, sampler, request) the server does not know."""
 
 
+class Conflict(ValueError):
+    """A request reuses an id that already names something (answered 409)."""
+
+
 @dataclass
 class Job:
     request_id: str
@@ -284,7 +288,7 @@ class ServerState:
         model_id = f"{session.session_id}:train:{int(model_seq_id)}"
         with self.lock:
             if model_id in self.models:
-                raise ValueError(f"model {model_id} already exists")
+                raise Conflict(f"model {model_id} already exists; use a new model_seq_id")
             entry = ModelEntry(model_id, session.session_id, base_model, lora_rank, seed)
             if isinstance(user_metadata, dict):
                 entry.user_metadata = {str(k): str(v) for k, v in user_metadata.items()}
@@ -430,9 +434,18 @@ class ServerState:
         sid = f"{session.session_id}:sample:{int(seq_id)}"
         entry = SamplerEntry(sid, session.session_id, base_model, model_path, client)
         with self.lock:
+            if sid in self.samplers:
+                raise Conflict(f"sampling session {sid} already exists; use a new seq id")
             self.samplers[sid] = entry
             session.samplers.append(sid)
         return entry
+
+    def check_new_sampler(self, session: Session, seq_id: int) -> None:
+        """Raise :class:`Conflict` if ``seq_id`` already names a sampler of ``session``."""
+        sid = f"{session.session_id}:sample:{int(seq_id)}"
+        with self.lock:
+            if sid in self.samplers:
+                raise Conflict(f"sampling session {sid} already exists; use a new seq id")
 
     def sampler(self, sampler_id: str) -> SamplerEntry:
         with self.lock:

@@ -29,6 +29,7 @@ from kitchen.ports.types import (
     SamplingParams,
     TensorData,
 )
+from kitchen.server.schemas import ServerLimits
 
 _NP: dict[int, Any] = {
     pb.DTYPE_FLOAT32: np.float32,
@@ -56,30 +57,62 @@ class ForwardBackwardCall:
     data: list[Datum]
 
 
-def _tensor_from_pb(msg: Any, key: str) -> TensorData:
+def _frombuffer(raw: bytes, dtype: Any, what: str) -> Any:
+    itemsize = np.dtype(dtype).itemsize
+    if len(raw) % itemsize:
+        raise WireError(
+            f"{what}: {len(raw)} bytes is not a whole number of {np.dtype(dtype).name} values"
+        )
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def _tensor_from_pb(msg: Any, key: str, limits: ServerLimits) -> TensorData:
+    what = f"loss_fn_inputs[{key!r}]"
     np_dtype = _NP.get(msg.dtype)
     kdtype = _KDTYPE.get(msg.dtype)
     if np_dtype is None or kdtype is None:
-        raise WireError(f"loss_fn_inputs[{key!r}]: unsupported tensor dtype {msg.dtype}")
+        raise WireError(f"{what}: unsupported tensor dtype {msg.dtype}")
     shape = [int(s) for s in msg.shape]
+    if len(shape) > 8 or any(s < 0 for s in shape):
+        raise WireError(f"{what}: bad shape {shape} (at most 8 non-negative dimensions)")
+    size = math.prod(shape) if shape else None
+    if size is not None and size > limits.max_tensor_elements:
+        raise WireError(
+            f"{what}: shape {shape} has {size} elements, over this server's limit of "
+            f"{limits.max_tensor_elements}"
+        )
     if msg.HasField("sparse_csr"):
         csr = msg.sparse_csr
-        values = np.frombuffer(csr.values, dtype=np_dtype)
-        crow = np.frombuffer(csr.crow_indices, dtype=np.int64)
-        col = np.frombuffer(csr.col_indices, dtype=np.int64)
+        values = _frombuffer(csr.values, np_dtype, f"{what} sparse values")
+        crow = _frombuffer(csr.crow_indices, np.int64, f"{what} crow_indices")
+        col = _frombuffer(csr.col_indices, np.int64, f"{what} col_indices")
         if len(shape) != 2 or len(crow) != shape[0] + 1 or len(col) != len(values):
-            raise WireError(f"loss_fn_inputs[{key!r}]: malformed sparse CSR tensor")
+            raise WireError(f"{what}: malformed sparse CSR tensor")
+        if (
+            crow[0] != 0
+            or crow[-1] != len(values)
+            or bool(np.any(np.diff(crow) < 0))
+            or bool(np.any((col < 0) | (col >= shape[1])))
+        ):
+            raise WireError(
+                f"{what}: sparse CSR indices out of range (crow must rise from 0 to "
+                f"{len(values)}, col must lie in [0, {shape[1]}))"
+            )
         dense = np.zeros(shape, dtype=np_dtype)
         for r in range(shape[0]):
             lo, hi = int(crow[r]), int(crow[r + 1])
             dense[r, col[lo:hi]] = values[lo:hi]
         arr = dense
     else:
-        arr = np.frombuffer(msg.dense, dtype=np_dtype)
+        arr = _frombuffer(msg.dense, np_dtype, what)
+        if arr.size > limits.max_tensor_elements:
+            raise WireError(
+                f"{what}: {arr.size} values, over the limit of {limits.max_tensor_elements}"
+            )
     if not shape:
         shape = [int(arr.size)]
-    if int(np.prod(shape)) != arr.size:
-        raise WireError(f"loss_fn_inputs[{key!r}]: shape {shape} does not match {arr.size} values")
+    if math.prod(shape) != arr.size:
+        raise WireError(f"{what}: shape {shape} does not match {arr.size} values")
     return TensorData(tuple(arr.reshape(-1).tolist()), kdtype, tuple(shape))  # type: ignore[arg-type]
 
 
@@ -87,15 +120,26 @@ def _chunk_from_pb(msg: Any) -> EncodedTextChunk:
     which = msg.WhichOneof("chunk")
     if which != "encoded_text":
         raise WireError(f"model_input chunk type {which!r} is not supported by kitchen serve")
-    return EncodedTextChunk(tuple(np.frombuffer(msg.encoded_text.tokens, dtype=np.int32).tolist()))
+    tokens = _frombuffer(msg.encoded_text.tokens, np.int32, "model_input tokens")
+    if tokens.size and int(tokens.min()) < 0:
+        raise WireError("model_input tokens: token ids must be non-negative")
+    return EncodedTextChunk(tuple(tokens.tolist()))
 
 
-def decode_forward_backward(body: bytes) -> ForwardBackwardCall:
+def decode_forward_backward(body: bytes, limits: ServerLimits | None = None) -> ForwardBackwardCall:
+    """Decode and bound-check a ``ForwardBackwardRequest``: every size (datums, tokens,
+    tensor elements, sparse indices) is checked before anything is allocated for it."""
+    limits = limits or ServerLimits()
     msg = pb.ForwardBackwardRequest()
     try:
         msg.ParseFromString(body)
     except Exception as exc:  # protobuf's DecodeError
         raise WireError(f"malformed ForwardBackwardRequest protobuf: {exc}") from exc
+    if len(msg.data) > limits.max_datums:
+        raise WireError(
+            f"{len(msg.data)} datums in one request, over this server's limit of "
+            f"{limits.max_datums}; split the batch"
+        )
     config: dict[str, float] | None = None
     if msg.loss_fn_config_v2:
         config = {}
@@ -105,11 +149,21 @@ def decode_forward_backward(body: bytes) -> ForwardBackwardCall:
             config[k] = float(v.number)
     elif msg.loss_fn_config:
         config = {k: float(v) for k, v in msg.loss_fn_config.items()}
+    if config and not all(math.isfinite(v) for v in config.values()):
+        raise WireError("loss_fn_config: values must be finite numbers")
     data: list[Datum] = []
     for d in msg.data:
         model_input = ModelInput(tuple(_chunk_from_pb(c) for c in d.model_input))
-        inputs = {k: _tensor_from_pb(v, k) for k, v in d.loss_fn_inputs.items()}
+        n_tokens = sum(len(c.tokens) for c in model_input.chunks)
+        if n_tokens > limits.max_prompt_tokens:
+            raise WireError(
+                f"a datum has {n_tokens} tokens, over this server's limit of "
+                f"{limits.max_prompt_tokens}"
+            )
+        inputs = {k: _tensor_from_pb(v, k, limits) for k, v in d.loss_fn_inputs.items()}
         data.append(Datum(model_input, inputs))
+    if msg.seq_id < 0:
+        raise WireError(f"seq_id must be non-negative, got {msg.seq_id}")
     return ForwardBackwardCall(
         model_id=msg.model_id,
         seq_id=int(msg.seq_id),
