@@ -133,3 +133,24 @@ def test_topk_prompt_logprobs_on_hf(server: Server) -> None:
         ids = [t for t, _ in topk[i]]
         if prompt[i] in ids:
             assert resp.prompt_logprobs[i] == pytest.approx(lps[ids.index(prompt[i])], abs=1e-5)
+
+
+def test_clients_hand_out_the_served_models_tokenizer(
+    server: Server, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kitchen.adapters.hf.tokenizer import HfTokenizer
+
+    # SamplingClient.get_tokenizer resolves the base model's name on the client, like a hub
+    # id: a local directory of that name is what it finds.
+    (tmp_path / MODEL).symlink_to(model_dir, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    want = HfTokenizer.load(model_dir).encode("the cat sat on the mat")
+    sc = _service(server)
+    tc = sc.create_lora_training_client(base_model=MODEL, rank=4).result(120)
+    assert tc.get_tokenizer().encode("the cat sat on the mat", add_special_tokens=False) == want
+    sampler = sc.create_sampling_client(base_model=MODEL).result(120)
+    assert (
+        sampler.get_tokenizer().encode("the cat sat on the mat", add_special_tokens=False) == want
+    )

@@ -204,3 +204,49 @@ def test_every_policy_loss_over_the_sdk_matches_in_process(server: Server, loss_
     assert remote == pytest.approx(want.metrics["loss:sum"], rel=1e-5)
     with pytest.raises(Exception, match="stable_reinforce' is not supported"):
         tc.forward_backward(data, "stable_reinforce").result(60)
+
+
+def test_weights_info_user_checkpoints_ttl_and_sampler_info(server: Server) -> None:
+    sc = _service(server)
+    tc = sc.create_lora_training_client(base_model=MODEL, rank=4).result(60)
+    path = tc.save_state("info").result(60).path
+    rc = sc.create_rest_client()
+    info = rc.get_weights_info_by_tinker_path(path).result(60)
+    assert info.base_model == MODEL and info.is_lora and info.lora_rank == 4
+    mine = rc.list_user_checkpoints(limit=1000).result(60)
+    assert path in {c.tinker_path for c in mine.checkpoints}
+    assert mine.cursor is not None and mine.cursor.total_count >= 1
+    rc.set_checkpoint_ttl_from_tinker_path(path, 3600).result(60)  # accepted, not enforced
+    with pytest.raises(tinker.NotFoundError):
+        rc.set_checkpoint_ttl_from_tinker_path(path.replace("/info", "/nope"), 60).result(60)
+    sampler_path = tc.save_weights_for_sampler("info-s").result(60).path
+    sampler = tc.create_sampling_client(sampler_path).result(60)
+    assert sampler.get_base_model() == MODEL
+    handle = sampler.get_sampler_handle()
+    got = rc.get_sampler(sampler._sampling_session_id).result(60)
+    assert handle  # an opaque handle another process can rebuild the client from
+    assert got.base_model == MODEL and got.model_path == sampler_path
+
+
+def test_capabilities_and_the_legacy_load_state_calls(server: Server) -> None:
+    sc = _service(server)
+    assert MODEL in {m.model_name for m in sc.get_server_capabilities().supported_models}
+    rc = _rest(server)
+    assert MODEL in {m.model_name for m in rc.get_server_capabilities().result(60).supported_models}
+
+    tc = sc.create_lora_training_client(base_model=MODEL, rank=4, seed=3).result(60)
+    _train(tc, 2)
+    path = tc.save_state("legacy").result(60).path
+    after = tc.forward(BATCHES[0], "cross_entropy").result(60).metrics["loss:sum"]
+    nxt = _train(tc, 2, start=2)
+    with pytest.warns(Warning):  # the SDK deprecates TrainingClient.load_state*
+        other = sc.create_lora_training_client(base_model=MODEL, rank=4, seed=9).result(60)
+        other.load_state_with_optimizer(path).result(60)
+    assert other.forward(BATCHES[0], "cross_entropy").result(60).metrics[
+        "loss:sum"
+    ] == pytest.approx(after, rel=1e-6)
+    assert _train(other, 2, start=2) == pytest.approx(nxt, rel=1e-6)
+    with pytest.warns(Warning):
+        weights_only = sc.create_lora_training_client(base_model=MODEL, rank=4, seed=9).result(60)
+        weights_only.load_state(path).result(60)
+    assert _train(weights_only, 2, start=2) != pytest.approx(nxt, rel=1e-9)

@@ -512,6 +512,40 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
         except CheckpointRefused as exc:
             raise NotFound(str(exc)) from exc
 
+    @app.get("/api/v1/checkpoints")
+    async def list_user_checkpoints(limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        if limit < 0 or offset < 0:
+            raise ApiError(400, "limit and offset must be >= 0")
+
+        def page() -> dict[str, Any]:
+            found = [c for r in reversed(store.runs()) for c in store.list(r)]
+            found.sort(key=lambda c: c.created_at, reverse=True)
+            return {
+                "checkpoints": [runs.checkpoint_json(c) for c in found[offset : offset + limit]],
+                "cursor": {"offset": offset, "limit": limit, "total_count": len(found)},
+            }
+
+        return await run_in_threadpool(page)
+
+    @app.post("/api/v1/weights_info")
+    async def weights_info(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        ckpt = await run_in_threadpool(store.resolve, _need(body, "tinker_path"))
+        return {
+            "base_model": str(ckpt.run.get("base_model")),
+            "is_lora": bool(ckpt.run.get("is_lora", True)),
+            "lora_rank": ckpt.run.get("lora_rank"),
+        }
+
+    @app.put("/api/v1/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl")
+    async def set_checkpoint_ttl(run_id: str, checkpoint_id: str) -> Response:
+        # Accepted for compatibility; kitchen keeps checkpoints until they are deleted.
+        try:
+            await run_in_threadpool(store.resolve, f"tinker://{run_id}/{checkpoint_id}")
+        except CheckpointRefused as exc:
+            raise NotFound(str(exc)) from exc
+        return Response(status_code=200)
+
     @app.delete("/api/v1/training_runs/{run_id}/checkpoints/{checkpoint_id:path}")
     async def delete_checkpoint(run_id: str, checkpoint_id: str) -> Response:
         try:
