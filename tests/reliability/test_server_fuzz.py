@@ -50,6 +50,7 @@ JSON_ROUTES: dict[str, type[BaseModel]] = {
     "/api/v1/create_sampling_session": sc.CreateSamplerBody,
     "/api/v1/join_sampling_session": sc.SamplerIdBody,
     "/api/v1/asample": sc.SampleBody,
+    "/api/v1/weights_info": sc.TinkerPathBody,
 }
 NO_BODY_ROUTES = [
     ("POST", "/api/v1/client/config"),
@@ -289,6 +290,8 @@ def test_path_and_query_routes_never_answer_5xx(live: dict[str, Any]) -> None:
             ("GET", f"/api/v1/training_runs/{qa}"),
             ("GET", f"/api/v1/training_runs?limit={quote(str(q))}&offset={qb}"),
             ("DELETE", f"/api/v1/training_runs/{qa}/checkpoints/{qb}"),
+            ("PUT", f"/api/v1/training_runs/{qa}/checkpoints/{qb}/ttl"),
+            ("GET", f"/api/v1/checkpoints?limit={quote(str(q))}&offset={qb}"),
             ("GET", f"/api/v1/samplers/{qa}"),
             ("POST", f"/api/v1/sessions/{qa}/finish"),
         ]:

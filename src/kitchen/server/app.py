@@ -529,8 +529,8 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
 
     @app.post("/api/v1/weights_info")
     async def weights_info(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        ckpt = await run_in_threadpool(store.resolve, _need(body, "tinker_path"))
+        body = await body_of(request, sc.TinkerPathBody)
+        ckpt = await run_in_threadpool(store.resolve, body.tinker_path)
         return {
             "base_model": str(ckpt.run.get("base_model")),
             "is_lora": bool(ckpt.run.get("is_lora", True)),

@@ -131,6 +131,10 @@ class LoadWeightsBody(_Body):
     user_metadata: dict[str, Any] | None = Field(None, max_length=64)
 
 
+class TinkerPathBody(_Body):
+    tinker_path: Annotated[str, Field(min_length=1, max_length=2048)]
+
+
 class CreateSamplerBody(_Body):
     session_id: Id
     sampling_session_seq_id: SeqId
