@@ -432,11 +432,13 @@ def score_merged(
     loader, no peft): the adapter folded into the unquantised base."""
     from transformers import AutoModelForCausalLM
 
+    from kitchen.adapters.hf.device import resolve_device
     from kitchen.adapters.hf.sampling import HfSamplingClient
     from kitchen.adapters.hf.tokenizer import HfTokenizer
 
     tok = HfTokenizer.load(merged)
-    client = HfSamplingClient(AutoModelForCausalLM.from_pretrained(str(merged)), tokenizer=tok)
+    model = AutoModelForCausalLM.from_pretrained(str(merged)).to(resolve_device("auto"))
+    client = HfSamplingClient(model, tokenizer=tok)
     try:
         return score_suite(client, tok, read_jsonl(suite), max_length, gen_tokens)
     finally:

@@ -105,3 +105,15 @@ def test_export_of_a_noop_run_is_a_clean_error(tmp_path: Path) -> None:
     assert "trained with --adapters noop" in out.stderr and "--adapters hf" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_manifest_records_where_the_run_trained(exported: tuple[Path, Path]) -> None:
+    import json
+
+    hw = json.loads((exported[0] / "manifest.json").read_text())["hardware"]
+    # model.device / model.dtype default to auto: this suite runs on CPUs, so float32 on cpu
+    assert hw["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert hw["dtype"] in ("float32", "bfloat16")
+    assert hw["torch"] == torch.__version__
+    assert hw["cuda"] == torch.version.cuda
+    assert (hw["gpu"] is None) == (not hw["device"].startswith(("cuda", "mps")))

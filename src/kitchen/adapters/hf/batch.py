@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kitchen.adapters.hf.device import loss_dtype
 from kitchen.adapters.hf.packing import best_fit_decreasing, block_diagonal_attention_mask
 from kitchen.ports.types import Datum
 
@@ -106,7 +107,7 @@ def collate(
         targets=targets.to(device),
         mask=mask.to(device),
         lengths=lengths,
-        inputs={k: v.to(device) for k, v in inputs.items()},
+        inputs={k: v.to(device, loss_dtype(device)) for k, v in inputs.items()},
     )
 
 
@@ -165,7 +166,7 @@ def collate_packed_datums(
         targets=targets.to(device),
         mask=mask.to(device),
         lengths=lengths,
-        inputs={k: v.to(device) for k, v in inputs.items()},
+        inputs={k: v.to(device, loss_dtype(device)) for k, v in inputs.items()},
         position_ids=position_ids.to(device),
         segments=placement,
     )

@@ -161,7 +161,7 @@ def _export_merged(run: RunDir, spec: ModelSpec, exported: Path, out_dir: Path) 
         from peft import PeftModel
 
         base_spec = spec.model_copy(update={"mode": "full"})  # unquantised base for qlora
-        base = load_base(base_spec, "cpu")
+        base = load_base(base_spec)  # model.device / model.dtype, resolved
         model = PeftModel.from_pretrained(base, str(exported)).merge_and_unload()
     else:
         from transformers import AutoModelForCausalLM

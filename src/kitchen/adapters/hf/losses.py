@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from kitchen.adapters.hf.batch import Batch
+from kitchen.adapters.hf.device import loss_dtype
 from kitchen.ports import losses as ref
 
 
@@ -42,9 +43,9 @@ def compute_loss(
     loss_fn_config: Mapping[str, float] | None = None,
 ) -> LossResult:
     """The loss ``loss_fn`` on per-position logprobs ``logp`` [B, T] of ``batch``."""
-    lp = logp.double()
+    lp = logp.to(loss_dtype(logp.device))  # float64 (float32 on MPS, which has no float64)
     mask = batch.mask
-    zero = torch.zeros((), dtype=torch.float64, device=lp.device)
+    zero = torch.zeros((), dtype=lp.dtype, device=lp.device)
     if loss_fn == "cross_entropy":
         w = batch.inputs["weights"]
         terms = -w * lp

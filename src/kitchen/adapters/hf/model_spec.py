@@ -23,8 +23,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kitchen.adapters.hf.device import (
+    DEVICE_CHOICES,
+    Placement,
+    Probes,
+    resolve_device,
+    resolve_dtype,
+    resolve_placement,
+)
 from kitchen.errors import UsageError
 
 Mode = Literal["lora", "qlora", "full"]
@@ -78,7 +86,12 @@ class ModelSpec(BaseModel):
     mode: Mode = "lora"
     lora: LoraSpec = Field(default_factory=LoraSpec)
     quant: QuantSpec = Field(default_factory=QuantSpec)
-    dtype: DType = "float32"
+    #: ``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; under
+    #: torchrun/accelerate ``cuda`` is ``cuda:LOCAL_RANK``. See :mod:`kitchen.adapters.hf.device`.
+    device: str = "auto"
+    #: Weight dtype; ``auto`` = bfloat16 on CUDA (LoRA/QLoRA, where supported), else float32.
+    #: Logprobs, losses and optimizer math are float32 whatever this is.
+    dtype: DType = "auto"
     #: Seeds the from-config init and the LoRA init (global RNG state is left untouched).
     seed: int = 0
     gradient_checkpointing: bool = False
@@ -93,6 +106,18 @@ class ModelSpec(BaseModel):
     #: ``replicate`` (default; also what one process does) or ``fsdp`` (needs >= 2
     #: processes under torchrun / accelerate launch). See docs/hf.md for which to choose.
     parallel: Parallel = "replicate"
+
+    #: Positions per chunk of the LM head + log-softmax (recomputed in backward, so no step
+    #: holds ``[batch, tokens, vocab]`` logits); ``0`` = the unchunked full-logits path.
+    logprob_chunk_size: Annotated[int, Field(ge=0)] = 1024
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        v = value.strip().lower()
+        if v in ("auto", "cpu", "mps", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"unknown device {value!r}; choose one of {', '.join(DEVICE_CHOICES)}")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -130,6 +155,8 @@ class LoadedModel:
     spec: ModelSpec
     device: torch.device
     vocab_size: int
+    #: The weights' dtype (trainable LoRA weights stay float32; see peft's autocast).
+    dtype: torch.dtype = torch.float32
 
     def trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
         """Trainable parameters by name, in a stable order (optimizer state is keyed on it)."""
@@ -149,43 +176,50 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _compute_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
+def placement(
+    spec: ModelSpec, device: str | torch.device | None = None, probes: Probes | None = None
+) -> Placement:
+    """Device and weight dtype for ``spec``; ``device`` overrides ``spec.device``."""
+    if device is None:
+        return resolve_placement(spec, probes)
+    dev = resolve_device(str(device), probes)
+    return Placement(dev, resolve_dtype(spec.dtype, dev, probes, full_finetune=spec.mode == "full"))
+
+
+def _compute_dtype(spec: ModelSpec, place: Placement) -> torch.dtype:
     if spec.quant.compute_dtype is not None:
         return _DTYPES[spec.quant.compute_dtype]
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if place.dtype != torch.float32:
+        return place.dtype
+    return torch.bfloat16 if place.device.type == "cuda" else torch.float32
 
 
-def _bnb_config(spec: ModelSpec, device: torch.device) -> Any:
+def _bnb_config(spec: ModelSpec, place: Placement) -> Any:
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=spec.quant.quant_type,
         bnb_4bit_use_double_quant=spec.quant.double_quant,
-        bnb_4bit_compute_dtype=_compute_dtype(spec, device),
+        bnb_4bit_compute_dtype=_compute_dtype(spec, place),
     )
 
 
-def _torch_dtype(spec: ModelSpec) -> Any:
-    return "auto" if spec.dtype == "auto" else _DTYPES[spec.dtype]
-
-
-def _pretrained_kwargs(spec: ModelSpec, device: torch.device) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"dtype": _torch_dtype(spec)}
+def _pretrained_kwargs(spec: ModelSpec, place: Placement) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"dtype": place.dtype}
     if spec.trust_remote_code:
         kwargs["trust_remote_code"] = True
     if spec.attn_implementation:
         kwargs["attn_implementation"] = spec.attn_implementation
     if spec.mode == "qlora":
-        kwargs["quantization_config"] = _bnb_config(spec, device)
+        kwargs["quantization_config"] = _bnb_config(spec, place)
         # bitsandbytes places quantised weights as they load; it needs an explicit map.
-        kwargs["device_map"] = {"": str(device)}
-        if kwargs["dtype"] == torch.float32 or kwargs["dtype"] == "auto":
-            kwargs["dtype"] = _compute_dtype(spec, device)
+        kwargs["device_map"] = {"": str(place.device)}
+        kwargs["dtype"] = _compute_dtype(spec, place)
     return kwargs
 
 
-def _from_config(spec: ModelSpec, device: torch.device) -> Any:
+def _from_config(spec: ModelSpec, place: Placement) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg_dict = dict(spec.config or {})
@@ -193,9 +227,11 @@ def _from_config(spec: ModelSpec, device: torch.device) -> Any:
     config = AutoConfig.for_model(model_type, **cfg_dict)
     if spec.attn_implementation:
         config._attn_implementation = spec.attn_implementation
-    dtype = torch.float32 if spec.dtype == "auto" else _DTYPES[spec.dtype]
+    # Initialised in float32 on the CPU (the same numbers on every device), then cast.
     with seeded(spec.seed, torch.device("cpu")):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if spec.mode != "qlora" and place.dtype != torch.float32:
+        model = model.to(place.dtype)
     if spec.mode != "qlora":
         return model
     # bitsandbytes quantises while loading from disk, so round-trip the fresh weights through
@@ -208,13 +244,13 @@ def _from_config(spec: ModelSpec, device: torch.device) -> Any:
         model.config.save_pretrained(tmp)
         save_model(model, os.path.join(tmp, "model.safetensors"))
         del model
-        return AutoModelForCausalLM.from_pretrained(tmp, **_pretrained_kwargs(spec, device))
+        return AutoModelForCausalLM.from_pretrained(tmp, **_pretrained_kwargs(spec, place))
 
 
-def _from_source(spec: ModelSpec, device: torch.device) -> Any:
+def _from_source(spec: ModelSpec, place: Placement) -> Any:
     from transformers import AutoModelForCausalLM
 
-    kwargs = _pretrained_kwargs(spec, device)
+    kwargs = _pretrained_kwargs(spec, place)
     if spec.path is not None:
         if not os.path.isdir(spec.path):
             raise UsageError(f"ModelSpec.path {spec.path!r} is not a directory")
@@ -274,12 +310,13 @@ def _apply_mode(model: Any, spec: ModelSpec) -> Any:
             return get_peft_model(model, cfg)
 
 
-def load_base(spec: ModelSpec, device: str | torch.device = "cpu") -> Any:
-    """The base model named by ``spec`` (quantised for qlora), without any adapter."""
-    dev = torch.device(device)
-    model = _from_config(spec, dev) if spec.config is not None else _from_source(spec, dev)
+def load_base(spec: ModelSpec, device: str | torch.device | None = None) -> Any:
+    """The base model named by ``spec`` (quantised for qlora), without any adapter, on
+    ``device`` (default: ``spec.device`` resolved, see :mod:`kitchen.adapters.hf.device`)."""
+    place = placement(spec, device)
+    model = _from_config(spec, place) if spec.config is not None else _from_source(spec, place)
     if spec.mode != "qlora":
-        model = model.to(dev)
+        model = model.to(place.device)
     else:
         _disable_cpu_repack(model)
     return model
@@ -299,13 +336,16 @@ def _disable_cpu_repack(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedModel:
-    """Build the model for ``spec`` on ``device`` with the right parameters trainable."""
-    dev = torch.device(device)
-    model = _apply_mode(load_base(spec, dev), spec)
+def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> LoadedModel:
+    """Build the model for ``spec`` on ``device`` (default: ``spec.device`` resolved) with the
+    right parameters trainable."""
+    place = placement(spec, device)
+    model = _apply_mode(load_base(spec, place.device), spec)
     emb = model.get_input_embeddings()
     vocab = int(emb.num_embeddings) if emb is not None else int(model.config.vocab_size)
-    return LoadedModel(model=model, spec=spec, device=dev, vocab_size=vocab)
+    return LoadedModel(
+        model=model, spec=spec, device=place.device, vocab_size=vocab, dtype=place.dtype
+    )
 
 
 def is_4bit(param: Any) -> bool:

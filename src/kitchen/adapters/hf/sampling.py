@@ -9,6 +9,7 @@ ratios compare like with like.
 
 from __future__ import annotations
 
+import inspect
 import random
 import threading
 import warnings
@@ -18,6 +19,12 @@ from typing import Any
 
 import torch
 
+from kitchen.adapters.hf.logprobs import (
+    DEFAULT_CHUNK,
+    full_logits_logprobs,
+    head_logprobs,
+    split_lm,
+)
 from kitchen.ports.futures import Future, KFuture, SerialWorker
 from kitchen.ports.types import ModelInput, SampledSequence, SampleResponse, SamplingParams
 
@@ -32,7 +39,10 @@ class HfSamplingClient:
     zero-argument loader called on the worker at first use. ``eos_token_ids`` end a sequence
     (default: the model's ``eos_token_id``; pass ``()`` for none). ``tokenizer`` (anything with
     ``decode(list[int]) -> str``) is needed only for string stop sequences. ``seed`` makes
-    calls without ``SamplingParams.seed`` reproducible too.
+    calls without ``SamplingParams.seed`` reproducible too. ``logprob_chunk_size`` is the
+    chunk of prompt positions the LM head scores at a time in ``compute_logprobs`` and prompt
+    logprobs (``0`` = full logits; see :mod:`kitchen.adapters.hf.logprobs`); sampling itself
+    only ever computes the last position's logits.
     """
 
     def __init__(
@@ -43,8 +53,10 @@ class HfSamplingClient:
         eos_token_ids: Sequence[int] | None = None,
         tokenizer: Any = None,
         seed: int = 0,
+        logprob_chunk_size: int = DEFAULT_CHUNK,
     ) -> None:
         self.name = name
+        self._chunk = int(logprob_chunk_size)
         self._source = model
         self._model: Any = None
         self._eos = None if eos_token_ids is None else tuple(int(t) for t in eos_token_ids)
@@ -59,17 +71,18 @@ class HfSamplingClient:
         path: str,
         spec: Any = None,
         *,
-        device: str = "cpu",
+        device: str | None = None,
         **kwargs: Any,
     ) -> HfSamplingClient:
         """Load weights saved by ``save_weights_for_sampler`` (lazily, on the worker).
 
-        ``spec`` (a ModelSpec) defaults to the one stored next to the weights.
+        ``spec`` (a ModelSpec) defaults to the one stored next to the weights; ``device``
+        overrides its ``device`` (both resolved by :mod:`kitchen.adapters.hf.device`).
         """
 
         def loader() -> Any:
             from kitchen.adapters.hf import state as st
-            from kitchen.adapters.hf.model_spec import ModelSpec, load_base
+            from kitchen.adapters.hf.model_spec import ModelSpec, load_base, placement
             from kitchen.io import read_json
 
             directory = Path(path)
@@ -80,8 +93,9 @@ class HfSamplingClient:
             if ms.mode == "full":
                 from transformers import AutoModelForCausalLM
 
-                full: Any = AutoModelForCausalLM.from_pretrained(str(directory))
-                return full.to(device)
+                place = placement(ms, device)
+                full: Any = AutoModelForCausalLM.from_pretrained(str(directory), dtype=place.dtype)
+                return full.to(place.device)
             from peft import PeftModel
 
             with warnings.catch_warnings():
@@ -195,8 +209,7 @@ class HfSamplingClient:
         model = self._get()
         ids = torch.tensor([tokens], dtype=torch.long, device=_device(model))
         with torch.no_grad():
-            logits = model(input_ids=ids, use_cache=False).logits[0].float()
-        return _prefix_logprobs(logits, ids[0])
+            return _prefix_logprobs(model, ids[0], self._chunk)
 
     def _sample(
         self,
@@ -210,46 +223,50 @@ class HfSamplingClient:
     ) -> SampleResponse:
         model = self._get()
         device = _device(model)
-        ends = set(stop_ids) | set(self._eos_ids(model))
+        ends = torch.tensor(
+            sorted(set(stop_ids) | set(self._eos_ids(model))), dtype=torch.long, device=device
+        )
         max_tokens = DEFAULT_MAX_TOKENS if p.max_tokens is None else p.max_tokens
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)
-        ids = torch.tensor([tokens] * n, dtype=torch.long, device=device)
-        out_tokens: list[list[int]] = [[] for _ in range(n)]
-        out_lps: list[list[float]] = [[] for _ in range(n)]
-        reasons = ["length"] * n
-        done = [False] * n
+        prompt = torch.tensor([tokens], dtype=torch.long, device=device)
+        # Everything below stays on the device: sampled ids and logprobs go into
+        # preallocated buffers, stop checks are batched, and the host waits once per step
+        # (is every row finished?) plus once at the end to read the buffers.
+        out_ids = torch.zeros((n, max_tokens), dtype=torch.long, device=device)
+        out_lps = torch.zeros((n, max_tokens), dtype=torch.float32, device=device)
+        lengths = torch.zeros(n, dtype=torch.long, device=device)
+        finished = torch.zeros(n, dtype=torch.bool, device=device)
+        text_tokens: list[list[int]] = [[] for _ in range(n)]
         prompt_lps: list[float | None] | None = None
         with torch.no_grad():
-            out = model(input_ids=ids, use_cache=True)
-            if include_prompt_logprobs:
-                prompt_lps = _prefix_logprobs(out.logits[0].float(), ids[0])
-            logits = out.logits[:, -1, :].float()
-            past = out.past_key_values
+            cache, logits, prompt_lps = _prefill(
+                model, prompt, n, include_prompt_logprobs, self._chunk
+            )
             for step in range(max_tokens):
-                logp = torch.log_softmax(logits, dim=-1)
                 nxt = _choose(logits, p, gen)
-                chosen = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
-                for i in range(n):
-                    if done[i]:
-                        continue
-                    tok = int(nxt[i])
-                    out_tokens[i].append(tok)
-                    out_lps[i].append(float(chosen[i]))
-                    if tok in ends or (stop_strs and self._hit_stop(out_tokens[i], stop_strs)):
-                        done[i] = True
-                        reasons[i] = "stop"
-                if all(done) or step == max_tokens - 1:
+                chosen = torch.log_softmax(logits, dim=-1).gather(-1, nxt.unsqueeze(-1))
+                alive = ~finished
+                out_ids[:, step] = nxt
+                out_lps[:, step] = chosen.squeeze(-1)
+                lengths += alive.long()
+                hit = alive & torch.isin(nxt, ends) if ends.numel() else torch.zeros_like(alive)
+                if stop_strs:
+                    hit |= self._string_stops(nxt, alive, text_tokens, stop_strs)
+                finished |= hit
+                if step == max_tokens - 1 or bool(finished.all()):
                     break
                 # Finished rows keep decoding (their output is ignored): one batched call.
-                out = model(input_ids=nxt.unsqueeze(-1), past_key_values=past, use_cache=True)
-                logits = out.logits[:, -1, :].float()
-                past = out.past_key_values
+                logits = _decode(model, nxt.unsqueeze(-1), cache)
+        ids_rows = out_ids.cpu().tolist()
+        lp_rows = out_lps.cpu().tolist()
+        n_rows = lengths.cpu().tolist()
+        stopped = finished.cpu().tolist()
         seqs = tuple(
             SampledSequence(
-                stop_reason="stop" if reasons[i] == "stop" else "length",
-                tokens=tuple(out_tokens[i]),
-                logprobs=tuple(out_lps[i]),
+                stop_reason="stop" if stopped[i] else "length",
+                tokens=tuple(ids_rows[i][: n_rows[i]]),
+                logprobs=tuple(lp_rows[i][: n_rows[i]]),
             )
             for i in range(n)
         )
@@ -257,6 +274,23 @@ class HfSamplingClient:
             sequences=seqs,
             prompt_logprobs=tuple(prompt_lps) if prompt_lps is not None else None,
         )
+
+    def _string_stops(
+        self,
+        nxt: torch.Tensor,
+        alive: torch.Tensor,
+        text_tokens: list[list[int]],
+        stops: tuple[str, ...],
+    ) -> torch.Tensor:
+        """String stop sequences need the decoded text: the one case that reads this step's
+        tokens on the host (a single transfer for the whole batch)."""
+        toks, live = nxt.tolist(), alive.tolist()
+        hit = [False] * len(toks)
+        for i, (tok, on) in enumerate(zip(toks, live, strict=True)):
+            if on:
+                text_tokens[i].append(int(tok))
+                hit[i] = self._hit_stop(text_tokens[i], stops)
+        return torch.tensor(hit, dtype=torch.bool, device=nxt.device)
 
     def _hit_stop(self, toks: list[int], stops: tuple[str, ...]) -> bool:
         text = self._tokenizer.decode(toks)
@@ -270,10 +304,78 @@ def _device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def _prefix_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> list[float | None]:
-    """``[None, log p(ids[1] | ids[:1]), ...]`` from per-position ``logits`` [T, V]."""
-    logp = torch.log_softmax(logits[:-1], dim=-1).gather(-1, ids[1:].unsqueeze(-1)).squeeze(-1)
+def _prefix_logprobs(model: Any, ids: torch.Tensor, chunk: int) -> list[float | None]:
+    """``[None, log p(ids[1] | ids[:1]), ...]``: the chunked LM head over the body's hidden
+    states (no [T, vocab] logits), or full logits for a model that cannot be split."""
+    split = split_lm(model) if chunk else None
+    if split is None:
+        logits = model(input_ids=ids.unsqueeze(0), use_cache=False).logits[0]
+        logp = full_logits_logprobs(logits[:-1], ids[1:])
+    else:
+        hidden = split.body(input_ids=ids.unsqueeze(0), use_cache=False).last_hidden_state
+        logp = head_logprobs(split, hidden[0, :-1], ids[1:], chunk)
     return [None, *(float(x) for x in logp.tolist())]
+
+
+def _forward_params(model: Any) -> set[str]:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return set(inspect.signature(inner.forward).parameters)
+    except (TypeError, ValueError):  # pragma: no cover - every transformers model has one
+        return set()
+
+
+def _cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The KV cache argument by its current name (``cache`` since transformers 5.x; older
+    releases call it ``past_key_values``, which newer ones warn about)."""
+    name = "cache" if "cache" in _forward_params(model) else "past_key_values"
+    return {name: cache, "use_cache": True}
+
+
+def _new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # pragma: no cover - transformers before the config argument
+        return DynamicCache()
+
+
+def _prefill(
+    model: Any, prompt: torch.Tensor, n: int, with_prompt_logprobs: bool, chunk: int
+) -> tuple[Any, torch.Tensor, list[float | None] | None]:
+    """Run the prompt once, then repeat its KV cache for the ``n`` samples.
+
+    Returns the cache, the next-token float32 logits [n, V] (only the last position's are
+    computed), and the prompt logprobs when asked for (the chunked head over the prompt)."""
+    cache = _new_cache(model)
+    split = split_lm(model) if with_prompt_logprobs and chunk else None
+    prompt_lps: list[float | None] | None = None
+    if split is not None:
+        hidden = split.body(input_ids=prompt, **_cache_kwargs(model, cache)).last_hidden_state
+        logp = head_logprobs(split, hidden[0, :-1], prompt[0, 1:], chunk)
+        prompt_lps = [None, *(float(x) for x in logp.tolist())]
+        last = split.head(hidden[:, -1, :]).float()
+        logits = split.post(last) if split.post is not None else last
+    else:
+        kwargs = _cache_kwargs(model, cache)
+        if not with_prompt_logprobs and "logits_to_keep" in _forward_params(model):
+            kwargs["logits_to_keep"] = 1
+        all_logits = model(input_ids=prompt, **kwargs).logits
+        if with_prompt_logprobs:
+            logp = full_logits_logprobs(all_logits[0, :-1], prompt[0, 1:])
+            prompt_lps = [None, *(float(x) for x in logp.tolist())]
+        logits = all_logits[:, -1, :].float()
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        logits = logits.expand(n, -1)
+    return cache, logits, prompt_lps
+
+
+def _decode(model: Any, ids: torch.Tensor, cache: Any) -> torch.Tensor:
+    """One decode step for every row; the cache grows in place. float32 logits [n, V]."""
+    logits: torch.Tensor = model(input_ids=ids, **_cache_kwargs(model, cache)).logits
+    return logits[:, -1, :].float()
 
 
 def _split_stop(stop: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:

@@ -40,8 +40,9 @@ from kitchen.adapters.hf import fsdp
 from kitchen.adapters.hf import sharded_state as sst
 from kitchen.adapters.hf import state as st
 from kitchen.adapters.hf.batch import Batch, collate, collate_packed_datums
-from kitchen.adapters.hf.losses import compute_loss, token_logprobs
-from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_model
+from kitchen.adapters.hf.logprobs import token_logprobs
+from kitchen.adapters.hf.losses import compute_loss
+from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_model, placement
 from kitchen.adapters.hf.sampling import HfSamplingClient
 from kitchen.errors import CheckpointError, UsageError
 from kitchen.io import atomic_write_json
@@ -69,7 +70,9 @@ class HfTrainingClient:
     ``state_dir`` receives ``save_state`` checkpoints and sampler weights (a fresh temporary
     directory when omitted). ``seed`` overrides ``spec.seed``. ``tokenizer`` (anything with
     ``decode``) is handed to sampling clients so they can honour string stop sequences.
-    ``packing`` overrides ``spec.packing`` (see the module docstring).
+    ``packing`` overrides ``spec.packing`` (see the module docstring). ``device`` overrides
+    ``spec.device``; either is resolved by :func:`kitchen.adapters.hf.device.resolve_device`
+    here, so a missing device fails at construction with an error naming ``model.device``.
     """
 
     def __init__(
@@ -77,7 +80,7 @@ class HfTrainingClient:
         spec: ModelSpec | Mapping[str, Any],
         *,
         state_dir: str | None = None,
-        device: str = "cpu",
+        device: str | None = None,
         seed: int | None = None,
         tokenizer: Any = None,
         packing: bool | None = None,
@@ -88,7 +91,8 @@ class HfTrainingClient:
         if packing is not None:
             spec = spec.model_copy(update={"packing": bool(packing)})
         self.spec = spec
-        self.device = torch.device(device)
+        self.placement = placement(spec, device)
+        self.device = self.placement.device
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._worker = SerialWorker("kitchen-hf-train")
         self._loaded: LoadedModel | None = None
@@ -226,17 +230,15 @@ class HfTrainingClient:
         ref.check_config(loss_fn, loss_fn_config)
 
     def _logprobs(self, lm: LoadedModel, batch: Batch) -> torch.Tensor:
-        kwargs: dict[str, Any] = {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "use_cache": False,
-        }
-        if batch.attention_mask is None:
-            del kwargs["attention_mask"]
+        kwargs: dict[str, Any] = {"input_ids": batch.input_ids}
+        if batch.attention_mask is not None:
+            kwargs["attention_mask"] = batch.attention_mask
         if batch.position_ids is not None:
             kwargs["position_ids"] = batch.position_ids
-        logits = lm.model(**kwargs).logits
-        return token_logprobs(logits, batch.targets)
+        # Chunked LM head over the real positions only: no [B, T, vocab] logits (logprobs.py).
+        return token_logprobs(
+            lm.model, kwargs, batch.targets, batch.mask, self.spec.logprob_chunk_size
+        )
 
     def _run(
         self,
@@ -566,7 +568,13 @@ class HfTrainingClient:
         the returned client is usable at once while training goes on; ``name`` only labels it.
         """
         snap = self._worker.submit(self._snapshot)
-        return HfSamplingClient(snap, name=name, seed=self.spec.seed, tokenizer=self._tokenizer)
+        return HfSamplingClient(
+            snap,
+            name=name,
+            seed=self.spec.seed,
+            tokenizer=self._tokenizer,
+            logprob_chunk_size=self.spec.logprob_chunk_size,
+        )
 
     def _snapshot(self) -> Any:
         if self._sharded:

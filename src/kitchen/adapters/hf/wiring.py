@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kitchen.adapters.hf.dataset import HfDatasetStore
-from kitchen.adapters.hf.model_spec import ModelSpec
+from kitchen.adapters.hf.device import hardware_manifest
+from kitchen.adapters.hf.model_spec import ModelSpec, placement
 from kitchen.adapters.hf.tokenizer import HfTokenizer
 from kitchen.adapters.hf.training import HfTrainingClient
 from kitchen.config import validate
@@ -75,6 +76,11 @@ def _quiet_transformers() -> None:
 def build_ports(config: Any, run: RunDir | None) -> Ports:
     _quiet_transformers()
     spec = model_spec(config)
+    # Resolve model.device / model.dtype now: a missing device fails before any work with
+    # one line naming model.device, and the manifest says where the run trains.
+    place = placement(spec)
+    if run is not None:
+        run.update_manifest(hardware=hardware_manifest(place))
     seed = int(getattr(config, "seed", 0) or 0)
     state_dir = str(run.checkpoints_dir) if run is not None else None
     quarantine = str(run.root) if run is not None else None
@@ -82,7 +88,7 @@ def build_ports(config: Any, run: RunDir | None) -> Ports:
     if quarantine and getattr(config, "on_bad_row", "error") == "quarantine":
         on_bad_row = "quarantine"
     return Ports(
-        training=HfTrainingClient(spec, state_dir=state_dir, seed=seed),
+        training=HfTrainingClient(spec, state_dir=state_dir, seed=seed, device=str(place.device)),
         dataset=HfDatasetStore(quarantine_dir=quarantine, on_bad_row=on_bad_row),
         tokenizer=_tokenizer(config, spec, run),
         extra={"tokenizer_trainer": train_or_load_tokenizer},
