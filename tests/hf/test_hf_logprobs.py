@@ -204,9 +204,10 @@ def test_forward_and_adapter_disabled_forward_equal_unchunked(make_client: Any) 
             assert x == pytest.approx(y, abs=ATOL)
 
 
-def test_no_vocab_sized_tensor_is_kept_for_backward(make_client: Any) -> None:
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_no_vocab_sized_tensor_is_kept_for_backward(make_client: Any, mode: str) -> None:
     """Every tensor autograd saves during a chunked step is far below [tokens, vocab]."""
-    client = make_client("full", logprob_chunk_size=4)
+    client = make_client(mode, logprob_chunk_size=4)
     client.load().result(TIMEOUT)
     data = _data("cross_entropy")
     tokens = sum(d.model_input.length for d in data)

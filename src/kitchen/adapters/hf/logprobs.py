@@ -8,11 +8,11 @@ padding). Nothing of size ``vocab`` outlives a chunk:
 
 - a plain ``nn.Linear`` head (the usual case, tied to the input embedding or not, frozen
   under LoRA/QLoRA or trained in ``full`` mode) goes through :class:`_ChunkedHeadLogprobs`, a
-  custom autograd function. Forward keeps only the logprob per position; backward recomputes
-  each chunk's logits and turns them in place into the gradient ``g · (onehot − softmax)``,
-  so a chunk needs one float32 ``[chunk, vocab]`` buffer. Positions whose upstream gradient
-  is zero (prompt tokens under a completion-only mask, zero-advantage RL tokens) are skipped
-  in backward altogether.
+  custom autograd function whose chunks need one float32 ``[chunk, vocab]`` buffer, reused in
+  place for logits, softmax and gradient. A frozen head's gradient with respect to the hidden
+  states is finished in forward (an [N, hidden] tensor, see the class); a trained head's
+  chunks are recomputed in backward, skipping positions whose upstream gradient is zero
+  (prompt tokens under a completion-only mask, zero-advantage RL tokens).
 - any other head (a LoRA-wrapped or quantised ``lm_head``, a sharded DTensor weight, logit
   soft-capping or scaling) runs per chunk under ``torch.utils.checkpoint``: correct for any
   module, at ~3 ``[chunk, vocab]`` buffers per chunk in backward.
@@ -33,9 +33,9 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-#: Positions per head chunk when the spec does not say: one float32 [1024, 151936] buffer
-#: is 0.6 GB, the largest transient of a step.
-DEFAULT_CHUNK = 1024
+#: Positions per head chunk when the spec does not say: one float32 [512, 151936] buffer
+#: is 0.31 GB, the largest transient of a step; each chunk is still a large matmul.
+DEFAULT_CHUNK = 512
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,15 @@ def hidden_states(split: SplitLM, **inputs: Any) -> Any:
 
 
 class _ChunkedHeadLogprobs(torch.autograd.Function):
-    """``log_softmax(h @ W.T + b)[target]`` per row of ``h``, chunked, recomputed in backward."""
+    """``log_softmax(h @ W.T + b)[target]`` per row of ``h``, chunk by chunk.
+
+    For a frozen head (LoRA/QLoRA) the gradient with respect to ``h`` is
+    ``g · (onehot − softmax) @ W``: everything but the scalar ``g`` per row is known in
+    forward, so forward also stores ``J = (onehot − softmax) @ W`` ([N, H], float32) and
+    backward is one multiply — the same two vocab-sized matmuls per chunk as unchunked
+    autograd, without its [N, V] tensors. A trained head (``full`` mode, tied or not) needs
+    ``dW = Σ g (onehot − softmax)ᵀ h`` too, so backward recomputes the chunk's logits then.
+    """
 
     @staticmethod
     def forward(
@@ -114,19 +122,33 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
         bias: torch.Tensor | None,
         targets: torch.Tensor,
         chunk: int,
+        jacobian: bool,
     ) -> torch.Tensor:
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        jac = (
+            torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
+            if jacobian
+            else None
+        )
         for s in range(0, hidden.shape[0], chunk):
             logits = _logits(hidden[s : s + chunk], weight, bias)
-            out[s : s + chunk] = _logprobs_in_place(logits, targets[s : s + chunk])
-        ctx.save_for_backward(hidden, weight, bias, targets)
+            t = targets[s : s + chunk]
+            out[s : s + chunk] = _logprobs_in_place(logits, t, keep_softmax=jac is not None)
+            if jac is not None:  # logits now holds softmax
+                _onehot_minus_in_place(logits, t, None)
+                jac[s : s + chunk] = logits.to(weight.dtype) @ weight
+            del logits
+        ctx.save_for_backward(hidden, weight, bias, targets, jac)
         ctx.chunk = chunk
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
-        hidden, weight, bias, targets = ctx.saved_tensors
+        hidden, weight, bias, targets, jac = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        if jac is not None and not (need_w or need_b):
+            d_h = (jac * grad.float().unsqueeze(-1)).to(hidden.dtype) if need_h else None
+            return d_h, None, None, None, None, None
         d_hidden = torch.zeros_like(hidden) if need_h else None
         d_weight = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         d_bias = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
@@ -138,8 +160,7 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
             g = grad.index_select(0, idx).float()
             d_logits = _softmax_in_place(_logits(h, weight, bias))
             # d log p[target] / d logits = onehot(target) - softmax, scaled by g.
-            d_logits.mul_(-g.unsqueeze(-1))
-            d_logits.scatter_add_(-1, targets.index_select(0, idx).unsqueeze(-1), g.unsqueeze(-1))
+            _onehot_minus_in_place(d_logits, targets.index_select(0, idx), g)
             if d_weight is not None:
                 d_weight.addmm_(d_logits.t(), h.float())
             if d_bias is not None:
@@ -153,7 +174,19 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
             d_weight = d_weight.to(weight.dtype)
         if d_bias is not None:
             d_bias = d_bias.to(bias.dtype)
-        return d_hidden, d_weight, d_bias, None, None
+        return d_hidden, d_weight, d_bias, None, None, None
+
+
+def _onehot_minus_in_place(
+    probs: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor | None
+) -> None:
+    """``probs ← scale · (onehot(targets) − probs)`` (``scale`` per row, 1 when None)."""
+    probs.neg_()
+    if scale is None:
+        probs.scatter_add_(-1, targets.unsqueeze(-1), torch.ones_like(probs[:, :1]))
+    else:
+        probs.mul_(scale.unsqueeze(-1))
+        probs.scatter_add_(-1, targets.unsqueeze(-1), scale.unsqueeze(-1))
 
 
 def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -163,13 +196,17 @@ def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return logits.float()  # a fresh float32 buffer the callers may overwrite
 
 
-def _logprobs_in_place(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(logits)[targets]``, reusing ``logits`` as the only [n, V] buffer."""
-    m = logits.amax(-1, keepdim=True)
-    logits.sub_(m)
+def _logprobs_in_place(
+    logits: torch.Tensor, targets: torch.Tensor, keep_softmax: bool = False
+) -> torch.Tensor:
+    """``log_softmax(logits)[targets]``, reusing ``logits`` as the only [n, V] buffer (left
+    holding ``softmax(logits)`` with ``keep_softmax``)."""
+    logits.sub_(logits.amax(-1, keepdim=True))
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    logz = logits.exp_().sum(-1).log_()
-    return picked - logz
+    z = logits.exp_().sum(-1, keepdim=True)
+    if keep_softmax:
+        logits.div_(z)
+    return picked - z.squeeze(-1).log()
 
 
 def _softmax_in_place(logits: torch.Tensor) -> torch.Tensor:
@@ -197,7 +234,11 @@ def head_logprobs(
     plain = split.plain_head
     if plain is not None:
         weight, bias = plain
-        out: torch.Tensor = _ChunkedHeadLogprobs.apply(hidden, weight, bias, targets, chunk)
+        frozen = not weight.requires_grad and (bias is None or not bias.requires_grad)
+        jacobian = frozen and hidden.requires_grad and torch.is_grad_enabled()
+        out: torch.Tensor = _ChunkedHeadLogprobs.apply(
+            hidden, weight, bias, targets, chunk, jacobian
+        )
         return out
     run = _generic_chunk(split.head, split.post)
     grad = torch.is_grad_enabled()

@@ -109,7 +109,7 @@ class ModelSpec(BaseModel):
 
     #: Positions per chunk of the LM head + log-softmax (recomputed in backward, so no step
     #: holds ``[batch, tokens, vocab]`` logits); ``0`` = the unchunked full-logits path.
-    logprob_chunk_size: Annotated[int, Field(ge=0)] = 1024
+    logprob_chunk_size: Annotated[int, Field(ge=0)] = 512
 
     @field_validator("device")
     @classmethod
