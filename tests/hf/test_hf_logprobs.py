@@ -277,11 +277,17 @@ def test_sampler_logprobs_chunked_equal_full(make_client: Any) -> None:
                 (
                     sampler.compute_logprobs(prompt).result(TIMEOUT),
                     sampler.sample(prompt, 2, params, include_prompt_logprobs=True).result(TIMEOUT),
+                    sampler.topk_prompt_logprobs(prompt, 3).result(TIMEOUT),
                 )
             )
         finally:
             sampler.close()
-    (lp_a, s_a), (lp_b, s_b) = results
+    (lp_a, s_a, top_a), (lp_b, s_b, top_b) = results
+    assert top_a[0] is None and top_b[0] is None and len(top_a) == len(top_b) == len(lp_a)
+    for ra, rb, lp in zip(top_a[1:], top_b[1:], lp_b[1:], strict=True):
+        assert [t for t, _ in ra] == [t for t, _ in rb]
+        assert [v for _, v in ra] == pytest.approx([v for _, v in rb], abs=ATOL)
+        assert rb[0][1] >= lp - ATOL  # the best token is at least as likely as the actual one
     assert lp_a[0] is None and lp_b[0] is None
     assert lp_a[1:] == pytest.approx(lp_b[1:], abs=ATOL)
     assert s_a.prompt_logprobs[1:] == pytest.approx(s_b.prompt_logprobs[1:], abs=ATOL)

@@ -84,8 +84,23 @@ def _post(config: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
     return post
 
 
+def _fsdp_sharded(model: Any) -> bool:
+    """Whether FSDP2 manages ``model`` (its root unshards parameters in its own forward)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return False
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
 def split_lm(model: Any) -> SplitLM | None:
-    """``model`` as body + head, or None when it does not have that shape."""
+    """``model`` as body + head, or None when it does not have that shape.
+
+    None under FSDP2 too: calling the body and head separately would skip the root module's
+    unshard hooks, so sharded models take the full-logits path for now.
+    """
+    if _fsdp_sharded(model):
+        return None
     causal = _unwrap(model)
     get_head = getattr(causal, "get_output_embeddings", None)
     prefix = getattr(causal, "base_model_prefix", None)

@@ -200,9 +200,8 @@ class HfSamplingClient:
         model = self._get()
         ids = torch.tensor([tokens], dtype=torch.long, device=_device(model))
         with torch.no_grad():
-            logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
-        top = torch.log_softmax(logits, dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
-        rows = zip(top.indices.tolist(), top.values.tolist(), strict=True)
+            top_ids, top_lps = _topk_logprobs(model, ids[0], k, self._chunk)
+        rows = zip(top_ids.tolist(), top_lps.tolist(), strict=True)
         return [None, *([(int(t), float(v)) for t, v in zip(i, v_, strict=True)] for i, v_ in rows)]
 
     def _prompt_logprobs(self, tokens: list[int]) -> list[float | None]:
@@ -315,6 +314,31 @@ def _prefix_logprobs(model: Any, ids: torch.Tensor, chunk: int) -> list[float | 
         hidden = split.body(input_ids=ids.unsqueeze(0), use_cache=False).last_hidden_state
         logp = head_logprobs(split, hidden[0, :-1], ids[1:], chunk)
     return [None, *(float(x) for x in logp.tolist())]
+
+
+def _topk_logprobs(
+    model: Any, ids: torch.Tensor, k: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (ids, logprobs) after each prefix ``ids[:t+1]``, ``t < T - 1``; the head runs
+    over chunks of positions (no [T, vocab] logits) unless the model cannot be split."""
+    split = split_lm(model) if chunk else None
+    if split is None:
+        logits = model(input_ids=ids.unsqueeze(0), use_cache=False).logits[0, :-1].float()
+        top = torch.log_softmax(logits, dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
+        return top.indices, top.values
+    hidden = split.body(input_ids=ids.unsqueeze(0), use_cache=False).last_hidden_state[0, :-1]
+    parts_i, parts_v = [], []
+    for s in range(0, hidden.shape[0], chunk):
+        logits = split.head(hidden[s : s + chunk]).float()
+        if split.post is not None:
+            logits = split.post(logits)
+        top = torch.log_softmax(logits, dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
+        parts_i.append(top.indices)
+        parts_v.append(top.values)
+    if not parts_i:
+        empty = torch.zeros((0, k), device=ids.device)
+        return empty.long(), empty
+    return torch.cat(parts_i), torch.cat(parts_v)
 
 
 def _forward_params(model: Any) -> set[str]:
