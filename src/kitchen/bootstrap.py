@@ -71,10 +71,13 @@ def _model_spec(config: Any) -> dict[str, Any]:
 
 
 def _noop(config: Any, run: RunDir | None) -> Ports:
+    from kitchen.adapters.noop.spec import NoopModelSpec
+    from kitchen.config import validate
+
     noop = require("kitchen.adapters.noop", "noop")
-    spec = _model_spec(config)
+    spec = validate(NoopModelSpec, _model_spec(config), prefix="model").model_dump()
     seed = int(getattr(config, "seed", 0) or 0)
-    vocab = int(spec.get("vocab_size", 512))
+    vocab = int(spec["vocab_size"])
     state_dir = str(run.checkpoints_dir) if run is not None else None
     training = noop.NoopTrainingClient(
         model_name=str(spec.get("name", "noop-tiny")),
@@ -108,6 +111,31 @@ _FACTORIES: dict[str, Callable[[Any, RunDir | None], Ports]] = {
     "hf": _hf,
     "remote": _remote,
 }
+
+
+def check_config(adapters: str, config: Any) -> None:
+    """Validate the adapter family's part of ``config`` (``config.model``) before a run
+    directory is created, so a bad model spec writes nothing. A family whose extra is
+    missing is skipped here: :func:`build_ports` then says what to install."""
+    import importlib
+
+    if adapters == "noop":
+        from kitchen.adapters.noop.spec import NoopModelSpec
+        from kitchen.config import validate
+
+        validate(NoopModelSpec, _model_spec(config), prefix="model")
+        return
+    module = {"hf": "kitchen.adapters.hf.wiring", "remote": "kitchen.adapters.remote.wiring"}
+    if adapters not in module:
+        return
+    try:
+        wiring = importlib.import_module(module[adapters])
+    except ImportError:
+        return
+    if adapters == "hf":
+        wiring.model_spec(config)
+    else:
+        wiring.remote_config(config)
 
 
 def build_ports(adapters: str, config: Any = None, run: RunDir | None = None) -> Ports:

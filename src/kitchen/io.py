@@ -44,6 +44,27 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.load(fh)
 
 
+def read_record(path: str | os.PathLike[str], what: str = "record") -> dict[str, Any]:
+    """A JSON object kitchen wrote (config.json, manifest.json, a checkpoint's state); a
+    damaged one is a one-line :class:`~kitchen.errors.UsageError` naming the file."""
+    from kitchen.errors import UsageError
+
+    try:
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path} is missing") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise UsageError(
+            f"{path} is damaged ({type(exc).__name__}: {exc}); restore it from a backup, "
+            f"or fix the {what} by hand"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is damaged: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def append_jsonl(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
     """Append one JSON line. A torn last line (crash mid-append) is skipped by ``read_jsonl``."""
     line = json.dumps(record, sort_keys=True, default=str) + "\n"
@@ -53,21 +74,40 @@ def append_jsonl(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Non
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a JSONL file, ignoring a torn final line left by a crash."""
+    """Read a JSONL file of objects, ignoring a torn final line left by a crash.
+
+    Any other bad line (garbage, a non-object, bad UTF-8) is a one-line
+    :class:`~kitchen.errors.UsageError` naming the file and the line."""
+    from kitchen.errors import UsageError
+
     p = Path(path)
     if not p.exists():
         return []
+    try:
+        lines = p.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read it ({exc.strerror or exc})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
     out: list[dict[str, Any]] = []
-    lines = p.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
             if i == len(lines) - 1:
                 break  # torn tail from an interrupted append
-            raise
+            raise UsageError(
+                f"{p} line {i + 1} is damaged ({type(exc).__name__}: {exc}); remove or "
+                "repair that line"
+            ) from None
+        if not isinstance(record, dict):
+            raise UsageError(
+                f"{p} line {i + 1} is damaged: expected a JSON object, got "
+                f"{type(record).__name__}; remove or repair that line"
+            )
+        out.append(record)
     return out
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kitchen import __version__
-from kitchen.bootstrap import ADAPTERS, build_ports, metrics_stores, parse_sinks
+from kitchen.bootstrap import ADAPTERS, build_ports, check_config, metrics_stores, parse_sinks
 from kitchen.context import Context
 from kitchen.dsl.render import fingerprint
 from kitchen.errors import UsageError
@@ -32,12 +32,24 @@ class RunResult:
     resumed_from: str | None
 
 
+def _mirror(url: str, local: Path) -> RunMirror:
+    """The BlobStore mirror of a remote run dir; an unknown URL scheme is a usage error."""
+    try:
+        return RunMirror(url, local)
+    except (ValueError, ImportError) as exc:
+        scheme = url.split("://", 1)[0]
+        raise UsageError(
+            f"run dir {url}: no store for URL scheme {scheme!r} ({exc}); use a local path, "
+            "file://, s3://, gs://, memory:// or another fsspec scheme whose package is installed"
+        ) from None
+
+
 def _create_run(location: str | Path) -> RunDir:
     """A new run directory, locked for this process (see :mod:`kitchen.runlock`)."""
     if is_remote(location):
         url = str(location)
         local = working_copy_for(url)
-        rd = RunDir(local, RunMirror(url, local))
+        rd = RunDir(local, _mirror(url, local))
         local.mkdir(parents=True, exist_ok=True)
         rd.lock()  # before clearing: another process on this machine may be writing it
         try:
@@ -54,7 +66,7 @@ def _open_run(location: str | Path) -> RunDir:
     if is_remote(location):
         url = str(location)
         local = working_copy_for(url)
-        rd = RunDir(local, RunMirror(url, local))
+        rd = RunDir(local, _mirror(url, local))
         local.mkdir(parents=True, exist_ok=True)
         rd.lock()
         try:
@@ -66,12 +78,76 @@ def _open_run(location: str | Path) -> RunDir:
     return RunDir.open(location, lock=True)
 
 
+#: Files of a saved training state that are never legitimately empty.
+_STATE_SUFFIXES = frozenset({".json", ".safetensors", ".pt", ".bin"})
+
+
+def _checkpoint_problem(run: RunDir, record: dict[str, Any]) -> str | None:
+    """Why ``record`` cannot be resumed from (a zero-byte, torn or missing state file),
+    or None when it looks whole."""
+    import json
+
+    try:
+        position = [(str(n), None if i is None else int(i)) for n, i in record["position"]]
+        state_path = run.root / str(record["state_file"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"its index record is malformed ({type(exc).__name__}: {exc})"
+    del position
+    try:
+        saved = json.loads(state_path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return f"{state_path} is missing"
+    except (OSError, ValueError) as exc:
+        return f"{state_path} is damaged ({type(exc).__name__})"
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+        return f"{state_path} does not hold a run state"
+    training = (record.get("ports") or {}).get("training")
+    if training:
+        path = Path(run.resolve(str(training)))
+        if str(training).startswith("run:") or ("://" not in str(training) and path.is_absolute()):
+            if not path.exists():
+                return f"its training state {path} is missing"
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+            files = [f for f in files if f.name != "run_state.json"]  # kitchen's, not the port's
+            weights = [f for f in files if f.suffix in _STATE_SUFFIXES]
+            if not files or any(f.stat().st_size == 0 for f in weights):
+                return f"its training state {path} is empty or truncated"
+            for f in weights:
+                if f.suffix == ".json":
+                    try:
+                        json.loads(f.read_bytes().decode("utf-8"))
+                    except (OSError, ValueError):
+                        return f"its training state file {f} is damaged"
+    return None
+
+
 def _resume_point(run: RunDir) -> ResumePoint | None:
-    record = run.latest_checkpoint()
-    if record is None:
-        return None
-    position = [(str(n), None if i is None else int(i)) for n, i in record["position"]]
-    return ResumePoint(position=position, record=record)
+    """The newest checkpoint that is whole; damaged newer ones are skipped, and said so."""
+    records = run.checkpoints()
+    skipped: list[str] = []
+    for record in reversed(records):
+        problem = _checkpoint_problem(run, record)
+        if problem is not None:
+            skipped.append(f"{record.get('name', '?')}: {problem}")
+            continue
+        if skipped:
+            _warn_fallback(run, skipped, str(record["name"]))
+        position = [(str(n), None if i is None else int(i)) for n, i in record["position"]]
+        return ResumePoint(position=position, record=record)
+    if skipped:
+        _warn_fallback(run, skipped, None)
+    return None
+
+
+def _warn_fallback(run: RunDir, skipped: list[str], used: str | None) -> None:
+    import sys
+
+    target = f"checkpoint {used}" if used else "the start (no whole checkpoint left)"
+    print(
+        f"warning: {run.location}: skipping damaged checkpoint(s) {'; '.join(skipped)}; "
+        f"resuming from {target}",
+        file=sys.stderr,
+    )
 
 
 def run_recipe(
@@ -109,6 +185,8 @@ def run_recipe(
         base = dict(recipe.adapter_defaults.get(adapters, {}))
         base.update(config or {})
         cfg = recipe.config(base, overrides)
+        if ports is None:
+            check_config(adapters, cfg)  # a bad model spec writes no run directory
         run = _create_run(run_dir or Path("runs") / new_run_id(recipe.name))
     try:  # the run directory is locked from here until the run ends, however it ends
         if resume is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kitchen.errors import CheckpointError, UsageError
-from kitchen.io import atomic_write_json, read_json, read_jsonl, rewrite_jsonl
+from kitchen.io import atomic_write_json, read_jsonl, read_record, rewrite_jsonl
 from kitchen.runlock import LOCK_NAME, RunLock
 
 #: What a run directory holds that other commands must never replace (``report --out``,
@@ -108,8 +108,13 @@ class RunDir:
         """Open an existing run directory (for resume, report, export); ``lock=True`` for a
         writer (``--resume``)."""
         rd = cls(root, mirror)
-        if not rd.root.is_dir():
-            what = "does not exist" if not rd.root.exists() else "is a file"
+        try:
+            is_dir = rd.root.is_dir()
+            exists = is_dir or rd.root.exists()
+        except OSError as exc:  # e.g. a name too long
+            raise UsageError(f"run directory {rd.location}: {exc.strerror or exc}") from None
+        if not is_dir:
+            what = "does not exist" if not exists else "is a file"
             raise UsageError(
                 f"{rd.location} is not a kitchen run directory ({what}); pass the directory "
                 "a previous `kitchen run` wrote"
@@ -176,16 +181,12 @@ class RunDir:
         atomic_write_json(self.config_path, config)
 
     def read_config(self) -> dict[str, Any]:
-        data = read_json(self.config_path)
-        if not isinstance(data, dict):
-            raise UsageError(f"{self.config_path}: expected a JSON object")
-        return data
+        return read_record(self.config_path, "run's config")
 
     def read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {}
-        data = read_json(self.manifest_path)
-        return data if isinstance(data, dict) else {}
+        return read_record(self.manifest_path, "run's manifest")
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         manifest = self.read_manifest()
@@ -211,10 +212,15 @@ class RunDir:
         """``run:<relative path>`` when ``path`` is a file inside the run directory, so
         checkpoint records stay valid when the run is resumed from another working copy;
         any other path (a URL, an adapter's opaque name) is returned unchanged."""
-        if "://" in path or not Path(path).is_absolute():
+        if "://" in path:
             return path
+        p = Path(path)
+        if not p.is_absolute():
+            if not p.exists():
+                return path  # an adapter's opaque name, not a file
+            p = p.absolute()  # relative to this cwd: a resume from another cwd must work
         try:
-            return RUN_PREFIX + Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+            return RUN_PREFIX + p.resolve().relative_to(self.root.resolve()).as_posix()
         except ValueError:
             return path
 
@@ -243,9 +249,9 @@ class RunDir:
 def _make_dir(path: Path, location: str) -> None:
     """``mkdir -p`` with the reasons it fails (read-only, name too long, a file in the
     way) turned into one-line usage errors."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--run-dir {location}: {path} is a file, not a directory")
     try:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"--run-dir {location}: {path} is a file, not a directory")
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(

@@ -19,15 +19,26 @@ def describe_cache(run_dir: str) -> int:
     table = Table(title=f"stage cache · {run.root.name}")
     for col in ("stage path", "result", "key", "inputs", "code"):
         table.add_column(col)
-    for r in records:
+    for line, r in enumerate(records, 1):
         comp = r.get("components", {})
-        inputs = ", ".join(f"{k}={v[:18]}…" for k, v in comp.get("inputs", {}).items())
+        inputs_map = comp.get("inputs", {}) if isinstance(comp, dict) else None
+        if (
+            not isinstance(r.get("path"), str)
+            or not isinstance(r.get("hit"), bool)
+            or not isinstance(r.get("key"), str)
+            or not isinstance(inputs_map, dict)
+        ):
+            raise UsageError(
+                f"{path} line {line} is not a stage-cache record (needs path, hit, key and "
+                "components.inputs); remove or repair that line"
+            )
+        inputs = ", ".join(f"{k}={str(v)[:18]}…" for k, v in inputs_map.items())
         table.add_row(
             r["path"],
             "hit" if r["hit"] else "miss",
             r["key"][:16],
             inputs or "-",
-            comp.get("code", ""),
+            str(comp.get("code", "")),
         )
     Console(width=160).print(table)
     return 0

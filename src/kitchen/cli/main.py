@@ -66,17 +66,17 @@ def _load_run_file(path: str) -> tuple[str, dict[str, Any], str | None]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from kitchen.launch import run_recipe
     from kitchen.recipes.registry import get_recipe
     from kitchen.telemetry.logging import configure_logging
 
-    configure_logging(args.log_level)
+    # At the default levels a failure is the CLI's one error line, not log lines too.
+    configure_logging(args.log_level, cli_reports_failures=args.log_level in ("warning", "error"))
     target: str = args.recipe
     config: dict[str, Any] = {}
     adapters = args.adapters
-    if target.endswith((".yaml", ".yml", ".json")) or Path(target).is_file():
+    if target.endswith((".yaml", ".yml", ".json")) or _is_file(target):
         target, config, file_adapters = _load_run_file(target)
         adapters = adapters or file_adapters
     recipe = get_recipe(target)
@@ -104,6 +104,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"run complete: {result.run_dir.location}" + (f" ({summary})" if summary else ""))
     return EXIT_OK
+
+
+def _is_file(path: str) -> bool:
+    try:
+        from pathlib import Path
+
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte: not a file, a recipe name
+        return False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -202,18 +211,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         code = exc.exit_code
+        message = str(exc)
         if isinstance(exc, StageError) and isinstance(exc.cause, KitchenError):
             code = exc.cause.exit_code
-        print(f"error: {exc}", file=sys.stderr)
+            message = f"{exc.cause} (in stage {exc.path})"
+        print(f"error: {_one_line(message)}", file=sys.stderr)
         return code
     except Exception as exc:
         if args.debug:
             raise
         print(
-            f"error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)",
+            f"error: {type(exc).__name__}: {_one_line(str(exc))} "
+            "(rerun with --debug for a traceback)",
             file=sys.stderr,
         )
         return 1
+
+
+def _one_line(text: str) -> str:
+    """Errors are one line: the lines of a multi-line message are joined."""
+    return " | ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 if __name__ == "__main__":

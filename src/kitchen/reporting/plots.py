@@ -25,8 +25,10 @@ def series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list
     ys: list[float] = []
     for r in records:
         v = r.get(key)
-        if isinstance(v, int | float) and math.isfinite(v):
-            xs.append(int(r.get("step", len(xs))))
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            step = r.get("step", len(xs))
+            ok = isinstance(step, int | float) and not isinstance(step, bool)
+            xs.append(int(step) if ok and math.isfinite(step) else len(xs))  # a bad step: its place
             ys.append(float(v))
     return xs, ys
 

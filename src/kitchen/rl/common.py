@@ -7,24 +7,25 @@ import random
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from kitchen.config import KitchenConfig
 from kitchen.ports.types import AdamParams, ForwardBackwardOutput
 
 
-class TrainFields(BaseModel):
+class TrainFields(KitchenConfig):
     """Optimiser, schedule and bookkeeping fields common to the three workflows."""
 
     model_config = ConfigDict(extra="forbid")
 
-    seed: int = 0
-    learning_rate: float = Field(1e-2, gt=0)
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds every RNG (numpy/torch take 32 bits)")
+    learning_rate: float = Field(1e-2, gt=0, le=10)
     lr_schedule: Literal["constant", "linear"] = "constant"
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip_norm: float = Field(1.0, ge=0, description="0 disables clipping")
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    grad_clip_norm: float = Field(1.0, ge=0, le=1e6, description="0 disables clipping")
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
+    eps: float = Field(1e-8, gt=0, le=1)
     checkpoint_every: int = Field(5, ge=0, description="steps between checkpoints; 0 = never")
     eval_every: int = Field(0, ge=0, description="steps between evals; 0 = only at the end")
     model: dict[str, Any] = Field(default_factory=dict, description="adapter model spec")

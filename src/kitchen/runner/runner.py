@@ -246,6 +246,12 @@ class Runner:
         resume: ResumePoint | None,
     ) -> None:
         items, length = self._items(node, ctx, prefix)
+        if target is not None and length is not None and start >= length:
+            raise CheckpointError(
+                f"cannot resume at {prefix + node.name}[{start}]: the loop now runs {length} "
+                "times; the checkpoint is past its end. Was the config (e.g. epochs) changed "
+                "since? Restore it in the run's config.json"
+            )
         if start:
             items = itertools.islice(items, start, None)
         frame = LoopFrame(node.name, start, None, length)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -42,8 +43,24 @@ def default_logger(name: str = "kitchen") -> Any:
     )
 
 
-def configure_logging(level: str = "info", *, json: bool = False) -> None:
-    """Human-readable (or JSON) logs on stderr at ``level``; debug calls are filtered cheaply."""
+#: Failure events the CLI reports itself, as its one ``error:`` line (they stay in
+#: ``events.jsonl``).
+REPORTED_BY_CLI = frozenset({"stage_failed", "workflow_failed"})
+
+
+def _drop_reported(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if event.get("event") in REPORTED_BY_CLI:
+        raise structlog.DropEvent
+    return event
+
+
+def configure_logging(
+    level: str = "info", *, json: bool = False, cli_reports_failures: bool = False
+) -> None:
+    """Human-readable (or JSON) logs on stderr at ``level``; debug calls are filtered cheaply.
+
+    ``cli_reports_failures`` leaves the stage/workflow failure events off the console
+    (the CLI prints the error as one line instead)."""
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         lvl = logging.INFO
@@ -52,6 +69,7 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
     )
     structlog.configure(
         processors=[
+            *([_drop_reported] if cli_reports_failures else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S"),
             renderer,

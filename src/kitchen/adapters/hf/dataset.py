@@ -164,14 +164,16 @@ class HfDatasetStore:
                 files = _split_files(fs, path, source, split)
                 indexed = []
                 for f in files:
-                    indexed.extend((f, i, r) for i, r in _read_file(fs, f, _display(source, fs, f)))
+                    indexed.extend(
+                        (f, i, r) for i, r in _read_checked(fs, f, _display(source, fs, f))
+                    )
         else:
             if split not in (None, "train"):
                 raise UsageError(
                     f"{source} is a single file, which is the 'train' split; "
                     f"split={split!r} needs a directory with {split}.jsonl/.parquet/.csv"
                 )
-            indexed = [(path, i, r) for i, r in _read_file(fs, path, source)]
+            indexed = [(path, i, r) for i, r in _read_checked(fs, path, source)]
             files = [path]
         return self._validate(source, fs, files, indexed, format)
 
@@ -253,6 +255,14 @@ class HfDatasetStore:
                     "row": row.raw if isinstance(row, _Unreadable) else row,
                 },
             )
+        if rejected and not good:
+            raise DataError(
+                source,
+                None,
+                None,
+                f"all {rejected} rows were rejected (reasons in {self.rejected_path}); "
+                "fix the data, or check that format and the file type are right",
+            )
         if rejected:
             _log().warning(
                 "dataset rows quarantined",
@@ -331,6 +341,34 @@ def _split_files(fs: Any, path: str, source: str, split: str | None) -> list[str
             f"{split}.csv or {split}-*.parquet in the directory (found {sorted(names)})",
         )
     return out
+
+
+def _read_checked(fs: Any, path: str, name: str) -> Iterator[tuple[int, Any]]:
+    """:func:`_read_file`, with a file that cannot be decoded at all (bad UTF-8, a broken
+    gzip/Parquet, NUL bytes in CSV) reported as a DataError naming it and the row reached."""
+    index = -1
+    try:
+        for index, row in _read_file(fs, path, name):
+            yield index, row
+    except DataError:
+        raise
+    except (UnicodeDecodeError, csv.Error, OSError, EOFError, ValueError, RecursionError) as exc:
+        raise _unreadable(name, index + 1, exc) from None
+    except Exception as exc:  # pyarrow.ArrowException and the decompressors' own errors
+        if type(exc).__module__.split(".")[0] not in ("pyarrow", "zstandard", "lzma", "bz2"):
+            raise
+        raise _unreadable(name, index + 1, exc) from None
+
+
+def _unreadable(name: str, row: int, exc: BaseException) -> DataError:
+    if isinstance(exc, UnicodeDecodeError):
+        why = f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save it as UTF-8"
+    else:
+        why = (
+            f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        )
+        why += "; is the file complete and of the type its name says?"
+    return DataError(name, row if row > 0 else None, None, why)
 
 
 def _read_file(fs: Any, path: str, name: str) -> Iterator[tuple[int, Any]]:

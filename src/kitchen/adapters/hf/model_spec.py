@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kitchen.adapters.hf.device import (
     DEVICE_CHOICES,
@@ -33,6 +33,7 @@ from kitchen.adapters.hf.device import (
     resolve_dtype,
     resolve_placement,
 )
+from kitchen.config import KitchenConfig
 from kitchen.errors import UsageError
 
 Mode = Literal["lora", "qlora", "full"]
@@ -49,7 +50,20 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
-class LoraSpec(BaseModel):
+#: Bounds of the sizes in a from-scratch ``config`` (a typo such as ``vocab_size=1e11``
+#: would otherwise hang in a huge allocation instead of failing).
+CONFIG_SIZE_BOUNDS: dict[str, tuple[int, int]] = {
+    "vocab_size": (2, 1 << 22),
+    "hidden_size": (1, 1 << 16),
+    "intermediate_size": (1, 1 << 18),
+    "num_hidden_layers": (1, 1024),
+    "num_attention_heads": (1, 1024),
+    "num_key_value_heads": (1, 1024),
+    "max_position_embeddings": (1, 1 << 22),
+}
+
+
+class LoraSpec(KitchenConfig):
     """LoRA adapter settings (peft ``LoraConfig``)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -61,7 +75,7 @@ class LoraSpec(BaseModel):
     target_modules: str | list[str] = "all-linear"
 
 
-class QuantSpec(BaseModel):
+class QuantSpec(KitchenConfig):
     """4-bit quantisation settings used by ``mode="qlora"``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -72,7 +86,7 @@ class QuantSpec(BaseModel):
     compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(KitchenConfig):
     """A model to train: one source (``path`` | ``hub_id`` | ``config``) plus a mode."""
 
     model_config = ConfigDict(extra="forbid")
@@ -93,7 +107,7 @@ class ModelSpec(BaseModel):
     #: Logprobs, losses and optimizer math are float32 whatever this is.
     dtype: DType = "auto"
     #: Seeds the from-config init and the LoRA init (global RNG state is left untouched).
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     attn_implementation: str | None = None
@@ -118,6 +132,16 @@ class ModelSpec(BaseModel):
         if v in ("auto", "cpu", "mps", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
             return v
         raise ValueError(f"unknown device {value!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+
+    @model_validator(mode="after")
+    def _sane_config_sizes(self) -> ModelSpec:
+        for key, (lo, hi) in CONFIG_SIZE_BOUNDS.items():
+            value = (self.config or {}).get(key)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise ValueError(f"config.{key} must be an integer in [{lo}, {hi}], got {value!r}")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

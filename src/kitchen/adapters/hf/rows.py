@@ -82,6 +82,9 @@ def detect_format(columns: Iterable[str], source: str = "<rows>") -> RowFormat:
     )
 
 
+_NUL = "contains a NUL byte (\\x00); is the file text? Remove the byte or the row"
+
+
 def _is_blank(value: str) -> bool:
     return not value.strip()
 
@@ -96,6 +99,8 @@ def _check_str(row: Mapping[str, Any], name: str, fmt: RowFormat) -> RowProblem 
         )
     if _is_blank(value):
         return RowProblem(name, "is empty; give it text or remove the row")
+    if "\x00" in value:
+        return RowProblem(name, _NUL)
     return None
 
 
@@ -138,6 +143,8 @@ def check_messages(
             )
         if _is_blank(content):
             return RowProblem(f"{where}.content", "is empty; give the message text or drop it")
+        if "\x00" in content:
+            return RowProblem(f"{where}.content", _NUL)
     if need_assistant and not any(m.get("role") == "assistant" for m in messages):
         return RowProblem(
             name, "has no assistant message; add the assistant reply the model should learn"

@@ -91,13 +91,30 @@ def _read_local_jsonl(source: str) -> list[dict[str, Any]] | None:
     if path.suffix != ".jsonl" or not path.is_file():
         return None
     rows: list[dict[str, Any]] = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(source, None, None, f"cannot read it ({exc.strerror or exc})") from None
+    for i, raw in enumerate(data.splitlines()):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                source,
+                i,
+                None,
+                f"is not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8",
+            ) from None
+        if "\x00" in line:
+            raise DataError(source, i, None, "contains a NUL byte; is this a text file?")
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(source, i, None, f"not valid JSON ({exc.msg}); fix the line") from None
+        except RecursionError:
+            raise DataError(source, i, None, "nests too deeply to be a dataset row") from None
         if not isinstance(row, dict):
             raise DataError(source, i, None, "each line must be a JSON object")
         rows.append(row)

@@ -10,11 +10,15 @@ together (the SDK orders them with per-model sequence ids; the server runs them 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kitchen.adapters.remote import convert
 from kitchen.errors import UsageError
@@ -65,25 +69,59 @@ class _Connection:
         self._lock = threading.Lock()
         self._base_model: str | None = config.base_model
 
+    def url(self) -> str:
+        from tinker.lib.base_url import resolve_base_url
+
+        return resolve_base_url(self.config.base_url)
+
+    def preflight(self) -> None:
+        """Fail in seconds, naming the URL, when there is no key or nothing listens there
+        (the SDK itself would retry a dead address for minutes)."""
+        url = self.url()
+        if not (self.config.api_key or os.environ.get("TINKER_API_KEY")):
+            raise UsageError(
+                f"no Tinker API key for {url}: set TINKER_API_KEY (or model.api_key) to your "
+                "key, tml-...; for `kitchen serve` it is the server's --token"
+            )
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(
+                f"Tinker API URL {url!r} is not an http(s) URL; fix TINKER_BASE_URL or "
+                "model.base_url (e.g. http://127.0.0.1:8000 for kitchen serve)"
+            )
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            socket.create_connection((parts.hostname, port), timeout=PREFLIGHT_TIMEOUT_S).close()
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise UsageError(
+                f"cannot reach the Tinker API at {url} ({reason}); start `kitchen serve` "
+                "there, or fix TINKER_BASE_URL / model.base_url"
+            ) from None
+
     def service(self) -> Any:
         with self._lock:
             if self._service is None:
                 import tinker
 
                 _check_sdk_version(tinker)
-                self._service = tinker.ServiceClient(
-                    base_url=self.config.base_url,
-                    api_key=self.config.api_key,
-                    user_metadata=dict(self.config.user_metadata) or None,
-                )
+                self.preflight()
+                with sdk_errors(self.url()):
+                    self._service = tinker.ServiceClient(
+                        base_url=self.config.base_url,
+                        api_key=self.config.api_key,
+                        user_metadata=dict(self.config.user_metadata) or None,
+                    )
             return self._service
 
     def base_model(self) -> str:
         if self._base_model is None:
             import tinker
 
-            rest = tinker.RestClient(base_url=self.config.base_url, api_key=self.config.api_key)
-            caps = rest.get_server_capabilities().result()
+            self.preflight()
+            with sdk_errors(self.url()):
+                rest = tinker.RestClient(base_url=self.config.base_url, api_key=self.config.api_key)
+                caps = rest.get_server_capabilities().result()
             names = [m.model_name for m in caps.supported_models if m.model_name]
             if not names:
                 raise UsageError("the server lists no models; set model.base_model in the config")
@@ -98,6 +136,34 @@ class _Connection:
                 service.close("success").result(timeout=10)
             except Exception:
                 pass
+
+
+#: How long the reachability check waits for a TCP connection.
+PREFLIGHT_TIMEOUT_S = 5.0
+
+
+@contextlib.contextmanager
+def sdk_errors(url: str) -> Iterator[None]:
+    """Turn the SDK's connection and authentication errors into one-line usage errors
+    that name the URL and the fix (exit 2 instead of a bare exception name)."""
+    import tinker
+
+    try:
+        yield
+    except (tinker.AuthenticationError, tinker.PermissionDeniedError) as exc:
+        raise UsageError(
+            f"the Tinker API at {url} refused the API key ({type(exc).__name__}); set "
+            "TINKER_API_KEY (or model.api_key) to a valid key (for kitchen serve: its --token)"
+        ) from None
+    except (tinker.APIConnectionError, tinker.APITimeoutError) as exc:
+        raise UsageError(
+            f"cannot reach the Tinker API at {url} ({type(exc).__name__}: {exc}); check that "
+            "the server is up and TINKER_BASE_URL / model.base_url"
+        ) from None
+    except tinker.TinkerError as exc:
+        if "api key" in str(exc).lower() or "api_key" in str(exc).lower():
+            raise UsageError(f"Tinker API at {url}: {exc}; set TINKER_API_KEY") from None
+        raise
 
 
 def _check_sdk_version(tinker: Any) -> None:
@@ -195,18 +261,17 @@ class RemoteTrainingClient:
 
     def _create(self) -> Any:
         cfg = self.config
-        return (
-            self._conn.service()
-            .create_lora_training_client(
-                base_model=self._conn.base_model(),
+        service = self._conn.service()
+        base_model = self._conn.base_model()
+        with sdk_errors(self._conn.url()):
+            return service.create_lora_training_client(
+                base_model=base_model,
                 rank=cfg.lora_rank,
                 seed=cfg.seed,
                 train_mlp=cfg.train_mlp,
                 train_attn=cfg.train_attn,
                 train_unembed=cfg.train_unembed,
-            )
-            .result()
-        )
+            ).result()
 
     def close(self) -> None:
         self._conn.close()

@@ -16,14 +16,14 @@ class DistillConfig(TrainFields):
     mode: Literal["off_policy", "on_policy"] = "off_policy"
     dataset: str = Field("synthetic:distill", description="prompt/completion rows")
     eval_fraction: float = Field(0.125, ge=0.0, lt=1.0)
-    max_length: int = Field(64, ge=2)
+    max_length: int = Field(64, ge=2, le=1 << 20)
     teacher: Literal["auto", "port", "self_sft"] = Field(
         "auto",
         description="port: ports.extra['teacher']; self_sft: fine-tune a snapshot of the "
         "student on the dataset first; auto: the port when wired, else self_sft",
     )
     teacher_sft_steps: int = Field(40, ge=1)
-    teacher_learning_rate: float = Field(0.1, gt=0)
+    teacher_learning_rate: float = Field(0.1, gt=0, le=10)
     # off-policy
     divergence: DivergenceKind = "forward_kl"
     jsd_beta: float = Field(0.5, ge=0.0, le=1.0)
@@ -38,5 +38,5 @@ class DistillConfig(TrainFields):
     sample_temperature: float = Field(1.0, gt=0)
     # loop
     num_steps: int = Field(30, ge=1)
-    batch_size: int = Field(8, ge=1)
-    learning_rate: float = Field(5e-2, gt=0)
+    batch_size: int = Field(8, ge=1, le=1 << 20)
+    learning_rate: float = Field(5e-2, gt=0, le=10)

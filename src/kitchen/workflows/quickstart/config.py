@@ -25,15 +25,17 @@ class QuickstartConfig(SupervisedConfig):
     """SFT of a from-scratch model on the bundled corpus, after training its BPE tokenizer."""
 
     corpus: str = Field("bundled", description="directory with train.txt/valid.txt, or 'bundled'")
-    vocab_size: int = Field(1024, ge=300, description="BPE vocabulary size (tokenizer and model)")
+    vocab_size: int = Field(
+        1024, ge=300, le=1 << 22, description="BPE vocabulary size (tokenizer and model)"
+    )
     chunk_chars: int = Field(400, ge=32, description="characters of corpus per training row")
     sample_prompt: str = "The cook"
     sample_tokens: int = Field(40, ge=1)
     dataset: str = ""
-    max_length: int = Field(128, ge=2)
+    max_length: int = Field(128, ge=2, le=1 << 20)
     epochs: int = Field(6, ge=1)
-    batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
+    batch_size: int = Field(16, ge=1, le=1 << 20)
+    learning_rate: float = Field(3e-3, gt=0, le=10)
     warmup_steps: int = Field(10, ge=0)
     eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     checkpoint_every: int = Field(25, ge=0)

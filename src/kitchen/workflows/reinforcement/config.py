@@ -57,7 +57,7 @@ class RLConfig(TrainFields):
     )
     # eval
     eval_groups: int = Field(16, ge=0)
-    learning_rate: float = Field(0.1, gt=0)
+    learning_rate: float = Field(0.1, gt=0, le=10)
 
     @model_validator(mode="after")
     def _check(self) -> RLConfig:

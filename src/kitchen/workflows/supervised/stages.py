@@ -9,6 +9,7 @@ from typing import Any
 from kitchen.context import Context
 from kitchen.errors import DataError
 from kitchen.ports.types import AdamParams, Datum
+from kitchen.telemetry.logging import default_logger
 from kitchen.workflows.common import pipeline
 from kitchen.workflows.common.datums import next_token_datum, scale_weights, total_weight
 from kitchen.workflows.common.rendering import render_row
@@ -26,8 +27,19 @@ def _cfg(ctx: Context) -> SupervisedConfig:
 def _tokenize(ctx: Context, source: str, rows: Any, cfg: SupervisedConfig) -> list[Datum]:
     tok = ctx.ports.require("tokenizer")
     out: list[Datum] = []
+    too_long = 0
     for i, row in enumerate(rows):
         tokens, weights = render_row(tok, row, train_on=cfg.train_on, source=source, index=i)
+        if len(tokens) > cfg.max_length:
+            if cfg.on_long_row == "error":
+                raise DataError(
+                    source,
+                    i,
+                    None,
+                    f"has {len(tokens)} tokens, more than max_length={cfg.max_length}; raise "
+                    "max_length, shorten the row, or set on_long_row=truncate",
+                )
+            too_long += 1
         d = next_token_datum(tokens, weights, cfg.max_length)
         if d is None:
             raise DataError(
@@ -38,6 +50,22 @@ def _tokenize(ctx: Context, source: str, rows: Any, cfg: SupervisedConfig) -> li
                 "raise max_length or fix the row",
             )
         out.append(d)
+    if too_long:
+        # Said, not silent: the rows were cut at max_length (on_long_row=error refuses).
+        default_logger("kitchen.sft").warning(
+            "rows truncated to max_length",
+            source=source,
+            rows=too_long,
+            max_length=cfg.max_length,
+        )
+        if ctx.telemetry is not None:
+            ctx.telemetry.event(
+                "rows_truncated",
+                level="debug",
+                source=source,
+                rows=too_long,
+                max_length=cfg.max_length,
+            )
     return out
 
 
