@@ -65,7 +65,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--ref", required=True)
-    parser.add_argument("--modes", default="full,lora")
+    parser.add_argument("--modes", default="full,lora,qlora")
     args = parser.parse_args()
 
     import torch

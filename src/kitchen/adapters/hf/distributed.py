@@ -176,9 +176,15 @@ def barrier() -> None:
 
 
 def _copy_for_resume(src: Path, dst: Path) -> None:
-    """What a non-main rank needs to resume: rank 0's run directory, minus bulky extras."""
+    """What a non-main rank needs to resume: rank 0's run directory, minus bulky extras.
+
+    Sharded (FSDP) checkpoint tensors stay behind: every rank reads them from rank 0's run
+    directory (see ``HfTrainingClient._checkpoint_dir``)."""
     shutil.copytree(
-        src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("sampler_weights", "*.png")
+        src,
+        dst,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("sampler_weights", "*.png", "sharded"),
     )
 
 

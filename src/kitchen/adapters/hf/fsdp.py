@@ -159,11 +159,14 @@ def shard_footprint(model: Any, optimizer: torch.optim.Optimizer | None) -> dict
 
 
 def full_state_dict(model: Any, *, all_ranks: bool) -> dict[str, torch.Tensor]:
-    """The unsharded state dict (a collective): on rank 0 only, in CPU memory, unless
-    ``all_ranks`` (then every rank gets it on its device)."""
+    """The unsharded *trainable* parameters (a collective): on rank 0 only, in CPU memory,
+    unless ``all_ranks`` (then every rank gets them on its device). Frozen weights (a LoRA
+    base) are never gathered: they do not change, and every rank can load them itself."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=not all_ranks)
+    opts = StateDictOptions(
+        full_state_dict=True, cpu_offload=not all_ranks, ignore_frozen_params=True
+    )
     sd = get_model_state_dict(model, options=opts)
     return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
@@ -201,9 +204,12 @@ def unsharded_copy(model: Any, spec: Any, device: torch.device) -> Any:
     from kitchen.adapters.hf.model_spec import load_model
 
     full = full_state_dict(model, all_ranks=True)
+    # The same spec loads the same frozen base; only the trained values are copied in.
     plain = load_model(spec.model_copy(update={"parallel": "replicate"}), device).model
-    plain.load_state_dict(full)
-    for p in plain.parameters():
-        p.requires_grad_(False)
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            if p.requires_grad:
+                p.copy_(full[name])
+            p.requires_grad_(False)
     plain.eval()
     return plain

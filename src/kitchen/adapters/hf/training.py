@@ -416,12 +416,21 @@ class HfTrainingClient:
         a :meth:`save_weights_for_sampler` directory."""
         return self._worker.submit(self._load_weights, path)
 
-    def _load_weights(self, path: str) -> LoadWeightsResponse:
+    def _checkpoint_dir(self, path: str) -> tuple[Path, bool]:
+        """Where to read checkpoint ``path`` on this rank, and whether it is sharded."""
         directory = self._resolve(path)
-        if self._sharded:
-            self._ensure()
+        self._ensure()
+        sharded = sst.is_sharded_checkpoint({"files": sst.marker_files(directory)})
+        if self._dp.world_size > 1 and (self._sharded or sharded):
+            # Shards are written once, into rank 0's directory (distributed.run_recipe does
+            # not copy them into the other ranks' scratch runs): every rank reads rank 0's.
             directory = Path(dist_mod.broadcast_str(str(directory)))
-        if sst.is_sharded_checkpoint({"files": sst.marker_files(directory)}):
+            sharded = sst.is_sharded_checkpoint({"files": sst.marker_files(directory)})
+        return directory, sharded
+
+    def _load_weights(self, path: str) -> LoadWeightsResponse:
+        directory, sharded = self._checkpoint_dir(path)
+        if sharded:
             sst.restore(
                 directory, self._ensure().trainable(), collective=self._sharded, optimizer=False
             )
@@ -483,12 +492,9 @@ class HfTrainingClient:
                 param.grad = None
 
     def _load_state(self, path: str) -> LoadWeightsResponse:
-        directory = self._resolve(path)
+        directory, sharded = self._checkpoint_dir(path)
         lm = self._ensure()
-        if self._sharded:
-            # Every rank reads rank 0's checkpoint (its own copy may lack the shards).
-            directory = Path(dist_mod.broadcast_str(str(directory)))
-        if self._sharded or sst.is_sharded_checkpoint({"files": sst.marker_files(directory)}):
+        if self._sharded or sharded:
             self._optimizer, self._num_steps = sst.restore(
                 directory, lm.trainable(), collective=self._sharded
             )
