@@ -54,6 +54,28 @@ def step(client: Any, batch: list[list[int]], rank: int, world: int) -> dict[str
     return {"loss": loss, "grad_norm": opt.metrics["grad_norm"]}
 
 
+def torn_save(client: Any, rank: int) -> dict[str, str]:
+    """Save ``torn`` once, then overwrite it while rank 1's write fails half-way."""
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    path = client.save_state("torn").result().path
+    write = HuggingFaceStorageWriter.write_data
+
+    def failing(self: Any, plan: Any, planner: Any) -> Any:
+        if rank == 1:
+            raise OSError("simulated: disk full")
+        return write(self, plan, planner)
+
+    HuggingFaceStorageWriter.write_data = failing  # type: ignore[method-assign]
+    try:
+        client.save_state("torn").result()
+    except Exception as exc:  # every rank sees the failure
+        return {"path": path, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    finally:
+        HuggingFaceStorageWriter.write_data = write  # type: ignore[method-assign]
+    return {"path": path, "error": ""}
+
+
 def spec(mode: str, parallel: str) -> Any:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import tiny_spec
@@ -88,6 +110,7 @@ def main() -> int:
         ).result()
         record["full_params"] = sum(p.numel() for p in client.model.parameters())
         record["ckpt"] = client.save_state("ckpt", {"note": "fsdp"}).result().path
+        record["torn"] = torn_save(client, dp.rank)
         record["sampler"] = client.save_weights_for_sampler("final").result().path
         # A sampling client over a gathered, unsharded snapshot: its logprobs of a prompt.
         snap = client.save_weights_and_get_sampling_client("snap")

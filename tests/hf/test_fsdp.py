@@ -4,7 +4,7 @@
   accumulated, clipped steps (one with an empty shard on rank 1) equal one process on the
   combined batch; each rank holds half the parameter and optimiser bytes; sampler weights
   and a sampling snapshot equal the single-process ones; checkpoints move between 1 and 2
-  ranks in both directions;
+  ranks in both directions; a save that fails on one rank leaves no torn checkpoint;
 - recipe level (three launches): sft under fsdp equals one process, a run SIGKILLed after
   its first checkpoint and resumed ends bit-identical to an uninterrupted one, and
   ``kitchen export --merged`` of the fsdp run equals the single-process export;
@@ -98,7 +98,9 @@ def _reference(mode: str, out: Path) -> dict[str, Any]:
 
 @needs_torchrun
 def test_fsdp_client_matches_one_process_and_holds_half_the_state(tmp_path: Path) -> None:
+    from kitchen.adapters.hf.state import verify
     from kitchen.adapters.hf.training import HfTrainingClient
+    from kitchen.errors import CheckpointError
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -148,6 +150,17 @@ def test_fsdp_client_matches_one_process_and_holds_half_the_state(tmp_path: Path
         # load_weights of one process's sampler weights gives each rank its shard of them.
         _assert_same_tensors(_tensors(Path(r0["reloaded"])), _tensors(ref_dir), exact=True)
         assert r0["snapshot_logprobs"] == pytest.approx(ref["snapshot_logprobs"], abs=1e-4)
+
+        # A save that fails on one rank half-way leaves no checkpoint that passes for
+        # complete under its name (the older copy was un-completed first, nothing staged
+        # is left behind), and the other checkpoint stays loadable.
+        for rec in (r0, r1):
+            assert "simulated: disk full" in rec["torn"]["error"]
+        torn = Path(r0["torn"]["path"])
+        with pytest.raises(CheckpointError, match="incomplete"):
+            verify(torn)
+        assert not [p for p in torn.iterdir() if ".tmp-" in p.name]
+        verify(Path(r0["ckpt"]))
 
         # 2 -> 1 rank: the sharded checkpoint loads into one process, weights equal the
         # ranks' (exactly) and the optimiser state carries on like the reference's.

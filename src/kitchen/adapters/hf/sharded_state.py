@@ -27,12 +27,14 @@ node, or a filesystem shared by all nodes).
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 
 from kitchen.adapters.hf import distributed as dist_mod
 from kitchen.adapters.hf import state as st
@@ -83,10 +85,18 @@ def save_sharded(
         st._fsync_dir(final)
         staging = str(st.staging_dir(final / SHARDED_DIR))
     staging = dist_mod.broadcast_str(staging)
-    dcp.save(
-        named_state(named_params, optimizer),
-        storage_writer=HuggingFaceStorageWriter(staging, save_distributed=True),
-    )
+    try:
+        # DCP gathers every rank's write errors and raises on all of them alike.
+        dcp.save(
+            named_state(named_params, optimizer),
+            storage_writer=HuggingFaceStorageWriter(staging, save_distributed=True),
+        )
+    except BaseException as exc:
+        if is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, CheckpointException):
+            raise CheckpointError(f"checkpoint {final} was not saved: {_reason(exc)}") from exc
+        raise
     dist_mod.barrier()  # every rank's shard file is on disk (and fsynced) before the commit
     if is_main:
         names = [n for n, _ in named_params]
@@ -145,8 +155,17 @@ def load_tensors(source: Path, targets: dict[str, torch.Tensor], *, collective: 
                 storage_reader=HuggingFaceStorageReader(str(source)),
                 no_dist=not collective,
             )
-    except Exception as exc:  # DCP wraps per-rank failures in CheckpointException
-        raise CheckpointError(f"checkpoint {source.parent} cannot be read: {exc}") from exc
+    except (Exception, CheckpointException) as exc:
+        raise CheckpointError(f"checkpoint {source} cannot be read: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """One line from DCP's ``CheckpointException`` (a ``BaseException`` whose text holds
+    every failing rank's traceback): the failing ranks and the last error line."""
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    ranks = getattr(exc, "failures", None)
+    where = f"rank(s) {sorted(ranks)}: " if isinstance(ranks, dict) else ""
+    return where + (lines[-1] if lines else type(exc).__name__)
 
 
 def marker_files(directory: Path) -> dict[str, Any]:
