@@ -105,12 +105,21 @@ class NoopBackend(_BaseBackend):
 
 
 class HfBackend(_BaseBackend):
-    """The hf adapter. ``spec`` is a ModelSpec plus an optional ``"tokenizer"`` (a local
-    directory): the model's tokenizer, used for string stop sequences. Without it, the
-    tokenizer saved next to a ``path`` model is used when there is one."""
+    """The hf adapter. ``spec`` is a ModelSpec plus optional server keys:
+
+    - ``"tokenizer"`` (a local directory): the model's tokenizer, used for string stop
+      sequences. Without it, the tokenizer saved next to a ``path`` model is used.
+    - ``"share_base"`` (default true): LoRA sessions (and the samplers made from them)
+      share one copy of the base model, each with its own adapter and optimizer
+      (:mod:`kitchen.adapters.hf.shared_base`). Full and QLoRA sessions, and FSDP, always
+      load their own copy.
+    """
 
     def __init__(self, spec: dict[str, Any], model_name: str | None) -> None:
         spec = dict(spec)
+        self.share_base = bool(spec.pop("share_base", True))
+        self._shared: Any = None
+        self._shared_lock = threading.Lock()
         self.tokenizer_dir: str | None = spec.pop("tokenizer", None)
         if self.tokenizer_dir is None and spec.get("path") and _has_tokenizer(spec["path"]):
             self.tokenizer_dir = str(spec["path"])
@@ -164,10 +173,43 @@ class HfBackend(_BaseBackend):
         cls = training.HfTrainingClient
         spec = self._spec(lora_rank, seed)
         kwargs = _kwargs_for(
-            cls, {"state_dir": str(state_dir), "seed": seed, "tokenizer": self.tokenizer()}
+            cls,
+            {
+                "state_dir": str(state_dir),
+                "seed": seed,
+                "tokenizer": self.tokenizer(),
+                "shared": self.shared_base(spec),
+                # Concurrent asample requests to one sampler decode in one padded batch.
+                "sampler_class": importlib.import_module(
+                    "kitchen.adapters.hf.batched_sampling"
+                ).BatchedHfSamplingClient,
+            },
         )
         client: TrainingClient = cls(spec, **kwargs)
         return client
+
+    def shared_base(self, spec: Any) -> Any:
+        """The one base every LoRA session of this served model trains on (None when
+        sessions keep their own copy: sharing off, full / QLoRA / FSDP)."""
+        if not self.share_base or spec.mode != "lora" or spec.parallel == "fsdp":
+            return None
+        with self._shared_lock:
+            if self._shared is None:
+                sb = importlib.import_module("kitchen.adapters.hf.shared_base")
+                self._shared = sb.SharedBase(self._spec(None, None))
+            return self._shared
+
+    def sampling_for_base(self, base_model: str, state_dir: Path) -> SamplingClient:
+        client = self.create_training(
+            base_model=base_model, lora_rank=None, seed=0, state_dir=state_dir
+        )
+        sampler = client.save_weights_and_get_sampling_client("base")
+        # Runs after the snapshot on the same worker: a shared base drops the temporary
+        # adapter, a private copy stops its thread; the snapshot keeps what it needs.
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
+        return sampler
 
 
 def _has_tokenizer(path: str) -> bool:

@@ -244,6 +244,10 @@ class ServerState:
             for mid in s.models:
                 entry = self.models.pop(mid, None)
                 if entry is not None:
+                    close = getattr(entry.client, "close", None)
+                    if close is not None:
+                        # After the model's queued requests: frees its adapter or thread.
+                        entry.dispatcher.submit(close)
                     entry.dispatcher.shutdown(wait=False)
             for sid in s.samplers:
                 self.samplers.pop(sid, None)
@@ -475,7 +479,11 @@ class ServerState:
         )
         loader = getattr(client, "load_weights", None) if ckpt.kind == "sampler_weights" else None
         (loader or client.load_state)(ckpt.adapter_path).result()
-        return base_model, client.save_weights_and_get_sampling_client("checkpoint")
+        sampler = client.save_weights_and_get_sampling_client("checkpoint")
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()  # queued after the snapshot; frees the loader (a shared base's adapter)
+        return base_model, sampler
 
     def base_sampling(self, base_model: str) -> SamplingClient:
         check = getattr(self.backend, "check_model", None)

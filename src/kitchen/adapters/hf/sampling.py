@@ -150,6 +150,19 @@ class HfSamplingClient:
         include_prompt_logprobs: bool = False,
     ) -> Future[SampleResponse]:
         """Draw ``num_samples`` continuations; the same seed gives the same tokens."""
+        return self._worker.submit(
+            self._sample,
+            *self._request(prompt, num_samples, sampling_params, include_prompt_logprobs),
+        )
+
+    def _request(
+        self,
+        prompt: ModelInput,
+        num_samples: int,
+        sampling_params: SamplingParams,
+        include_prompt_logprobs: bool,
+    ) -> tuple[Any, ...]:
+        """Validate a ``sample`` call (in the caller's thread) into ``_sample``'s arguments."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if prompt.length == 0:
@@ -166,8 +179,7 @@ class HfSamplingClient:
         if seed is None:
             with self._seed_lock:
                 seed = self._seeds.getrandbits(63)
-        return self._worker.submit(
-            self._sample,
+        return (
             prompt.to_ints(),
             num_samples,
             p,

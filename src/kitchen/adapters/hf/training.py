@@ -44,6 +44,7 @@ from kitchen.adapters.hf.logprobs import token_logprobs
 from kitchen.adapters.hf.losses import compute_loss
 from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_model, placement
 from kitchen.adapters.hf.sampling import HfSamplingClient
+from kitchen.adapters.hf.shared_base import SharedBase, TenantWorker
 from kitchen.errors import CheckpointError, UsageError
 from kitchen.io import atomic_write_json
 from kitchen.ports import losses as ref
@@ -73,6 +74,10 @@ class HfTrainingClient:
     ``packing`` overrides ``spec.packing`` (see the module docstring). ``device`` overrides
     ``spec.device``; either is resolved by :func:`kitchen.adapters.hf.device.resolve_device`
     here, so a missing device fails at construction with an error naming ``model.device``.
+    ``shared`` makes the client a tenant of a
+    :class:`~kitchen.adapters.hf.shared_base.SharedBase` (one base model, an adapter per
+    client). ``sampler_class`` builds the sampling clients it hands out (e.g.
+    :class:`~kitchen.adapters.hf.batched_sampling.BatchedHfSamplingClient`).
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class HfTrainingClient:
         seed: int | None = None,
         tokenizer: Any = None,
         packing: bool | None = None,
+        shared: SharedBase | None = None,
+        sampler_class: type[HfSamplingClient] = HfSamplingClient,
     ) -> None:
         spec = spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(dict(spec))
         if seed is not None:
@@ -94,7 +101,15 @@ class HfTrainingClient:
         self.placement = placement(spec, device)
         self.device = self.placement.device
         self._state_dir = Path(state_dir) if state_dir is not None else None
-        self._worker = SerialWorker("kitchen-hf-train")
+        #: A tenant of a shared base model (``kitchen serve``'s LoRA sessions), or None.
+        self._shared = shared
+        self._sampler_class = sampler_class
+        self._adapter: str | None = None
+        self._worker: Any = (
+            SerialWorker("kitchen-hf-train")
+            if shared is None
+            else TenantWorker(shared, self._tenant_adapter)
+        )
         self._loaded: LoadedModel | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._num_steps = 0
@@ -117,8 +132,29 @@ class HfTrainingClient:
         self._ensure()
 
     def close(self) -> None:
-        """Finish queued work and stop the worker thread."""
-        self._worker.shutdown(wait=True)
+        """Finish queued work and stop the worker thread (a tenant of a shared base
+        releases its adapter instead; the base stays for the other tenants)."""
+        if isinstance(self._worker, TenantWorker):
+            self._worker.shutdown(wait=True, release=self._release_adapter)
+        else:
+            self._worker.shutdown(wait=True)
+
+    def _saved_spec(self) -> ModelSpec:
+        """The spec written next to weights, to rebuild the model from: a tenant's base is
+        the shared one (its seed builds a from-config base), the rest is the tenant's."""
+        if self._shared is None:
+            return self.spec
+        return self.spec.model_copy(update={"seed": self._shared.spec.seed})
+
+    def _tenant_adapter(self) -> str:
+        self._ensure()
+        assert self._adapter is not None
+        return self._adapter
+
+    def _release_adapter(self) -> None:
+        if self._shared is not None and self._adapter is not None:
+            self._shared.remove(self._adapter)
+        self._loaded = None
 
     @property
     def model(self) -> Any:
@@ -137,6 +173,9 @@ class HfTrainingClient:
         return self._state_dir
 
     def _ensure(self) -> LoadedModel:
+        if self._loaded is None and self._shared is not None:
+            self._adapter = self._shared.new_name()
+            self._loaded = self._shared.add(self._adapter, self.spec)
         if self._loaded is None:
             if self._dp.world_size > 1:
                 self._dp = dist_mod.init_process_group(self.device.type)
@@ -379,7 +418,7 @@ class HfTrainingClient:
                 named_params=lm.trainable(),
                 optimizer=self._optimizer,
                 num_steps=self._num_steps,
-                spec_json=self.spec.model_dump(mode="json"),
+                spec_json=self._saved_spec().model_dump(mode="json"),
                 user_metadata=meta,
                 is_main=self._dp.is_main,
             )
@@ -393,7 +432,7 @@ class HfTrainingClient:
             weights={n: p for n, p in lm.trainable()},
             optimizer=self._optimizer,
             num_steps=self._num_steps,
-            spec_json=self.spec.model_dump(mode="json"),
+            spec_json=self._saved_spec().model_dump(mode="json"),
             user_metadata=meta,
         )
         return SaveWeightsResponse(path=str(final.resolve()))
@@ -552,13 +591,15 @@ class HfTrainingClient:
         tmp = st.staging_dir(final)
         try:
             # peft / transformers write these files themselves; fsync them before committing.
-            if full is None:
+            if self._shared is not None and self._adapter is not None:
+                self._shared.save_adapter(self._adapter, tmp)
+            elif full is None:
                 lm.model.save_pretrained(str(tmp), safe_serialization=True)
             else:
                 fsdp.save_pretrained_full(lm.model, full, tmp)
             st.fsync_tree(tmp)
             # The weights do not depend on how training was laid out over processes.
-            spec = self.spec.model_copy(update={"parallel": "replicate"})
+            spec = self._saved_spec().model_copy(update={"parallel": "replicate"})
             atomic_write_json(tmp / "kitchen_spec.json", spec.model_dump(mode="json"))
             st.write_marker(tmp)
             st.commit_dir(tmp, final)
@@ -574,7 +615,7 @@ class HfTrainingClient:
         the returned client is usable at once while training goes on; ``name`` only labels it.
         """
         snap = self._worker.submit(self._snapshot)
-        return HfSamplingClient(
+        return self._sampler_class(
             snap,
             name=name,
             seed=self.spec.seed,
