@@ -200,7 +200,7 @@ def validate(model: type[M], data: Mapping[str, Any], *, prefix: str = "") -> M:
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(model.model_fields))
             msg = f"unknown field; valid fields of {model.__name__} are: {allowed}"
-        elif "input" in err and err["type"] != "missing":
+        elif "input" in err and err["type"] != "missing" and len(repr(err["input"])) <= 80:
             msg = f"{msg} (got {err['input']!r})"
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""

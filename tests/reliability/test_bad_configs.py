@@ -175,3 +175,38 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError):
         invoke(["--debug", "run", "sft", "--run-dir", str(tmp_path / "r"), "--set", "epochs=yes"])
+
+
+HF_BAD = st.one_of(
+    st.tuples(
+        st.sampled_from(
+            ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "max_position_embeddings", "intermediate_size"]
+        ),
+        st.sampled_from(["100000000000", "-8", "0", "1.5", "big", "[64]", "yes"]),
+    ).map(lambda kv: (f"model.config.{kv[0]}={kv[1]}", "model.config")),
+    st.sampled_from(["x", "[1]", "{a: 1}", "-1", "yes", "1e99"]).map(
+        lambda v: (f"model.lora.rank={v}", "model.lora.rank")
+    ),
+    st.sampled_from(["model.mode=turbo", "model.config=3", "model.lora=[]", "model.seed=-1"]).map(
+        lambda e: (e, e.split("=")[0])
+    ),
+)  # fmt: skip
+
+
+def test_bad_nested_hf_model_config(tmp_path_factory: pytest.TempPathFactory) -> None:
+    pytest.importorskip("transformers")
+
+    @settings(max_examples=12, deadline=None)
+    @given(bad=HF_BAD)
+    def check(bad: tuple[str, str]) -> None:
+        expr, field = bad
+        run_dir = tmp_path_factory.mktemp("hf") / "run"
+        result = invoke(
+            ["run", "sft", "--adapters", "hf", "--run-dir", str(run_dir), "--no-progress",
+             "--set", expr]
+        )  # fmt: skip
+        assert_clean_failure(result, field)
+        assert not run_dir.exists()  # refused before anything is written
+
+    check()

@@ -167,3 +167,15 @@ def test_quarantine_that_leaves_no_rows_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="all 2 rows were rejected"):
         store.load(str(f))
     assert len((tmp_path / "q" / "rejected.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_fifo_or_device_as_data_file_does_not_block(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "train.jsonl"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.jsonl"
+    zero.symlink_to("/dev/zero")
+    for f in (fifo, zero):
+        with pytest.raises(DataError, match="not a regular file"):
+            hf_dataset.HfDatasetStore().load(str(f))

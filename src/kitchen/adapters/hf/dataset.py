@@ -154,6 +154,10 @@ class HfDatasetStore:
                 "only and never downloads from the Hugging Face Hub; download the dataset "
                 "first (e.g. `huggingface-cli download --repo-type dataset ...`) and pass its path",
             )
+        if "://" not in source and not (os.path.isdir(path) or os.path.isfile(path)):
+            raise DataError(  # a FIFO would block forever, a device never end
+                source, None, None, "is not a regular file or directory; give a data file"
+            )
         if fs.isdir(path):
             if fs.exists(_join(path, "dataset_info.json")) or fs.exists(
                 _join(path, "dataset_dict.json")

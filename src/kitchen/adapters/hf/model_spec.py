@@ -133,15 +133,16 @@ class ModelSpec(KitchenConfig):
             return v
         raise ValueError(f"unknown device {value!r}; choose one of {', '.join(DEVICE_CHOICES)}")
 
-    @model_validator(mode="after")
-    def _sane_config_sizes(self) -> ModelSpec:
+    @field_validator("config")
+    @classmethod
+    def _sane_config_sizes(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
         for key, (lo, hi) in CONFIG_SIZE_BOUNDS.items():
-            value = (self.config or {}).get(key)
+            value = (config or {}).get(key)
             if value is None:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-                raise ValueError(f"config.{key} must be an integer in [{lo}, {hi}], got {value!r}")
-        return self
+                raise ValueError(f"{key} must be an integer in [{lo}, {hi}], got {value!r}")
+        return config
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
