@@ -318,3 +318,31 @@ def test_sampling_emits_no_cache_deprecation_warning(make_client: Any) -> None:
         lambda: sampler.sample(prompt, 2, SamplingParams(max_tokens=3, seed=0)).result(TIMEOUT)
     )
     assert not [m for m in new if "past_key_values" in m or "deprecated" in m.lower()], new
+
+
+def test_decode_loop_syncs_with_the_host_at_most_once_per_step(make_client: Any) -> None:
+    """Counts device→host scalar reads (``aten._local_scalar_dense``: ``int(t)``, ``float(t)``,
+    ``bool(t)``) during one sample call: one per decode step at most, not one per row."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountSyncs(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):  # type: ignore[no-untyped-def]
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    client = make_client("lora")
+    sampler = client.save_weights_and_get_sampling_client("sync")
+    sampler.model  # noqa: B018 - load before counting
+    steps, rows = 6, 4
+    params = SamplingParams(max_tokens=steps, temperature=1.0, seed=3)
+    counter = CountSyncs()
+    with counter:  # on this thread: call the worker-side method directly
+        out = sampler._sample(sequences(1, 5)[0], rows, params, 3, (), (), False)
+    assert len(out.sequences) == rows
+    assert all(len(s.tokens) == len(s.logprobs) >= 1 for s in out.sequences)
+    assert counter.n <= steps, counter.n  # the old loop read 2 scalars per row per step
