@@ -154,3 +154,22 @@ def test_clients_hand_out_the_served_models_tokenizer(
     assert (
         sampler.get_tokenizer().encode("the cat sat on the mat", add_special_tokens=False) == want
     )
+
+
+def test_concurrent_asample_requests_get_what_they_get_alone(server: Server) -> None:
+    """The server's samplers batch concurrent requests; seeded results do not change."""
+    sampler = _service(server).create_sampling_client(base_model=MODEL).result(120)
+    reqs = [
+        (
+            types.ModelInput.from_ints([5 + i, 6 + i, 7 + 2 * i][: 1 + i % 3]),
+            1 + i % 3,
+            types.SamplingParams(max_tokens=4 + i % 4, seed=100 + i, temperature=0.9),
+        )
+        for i in range(8)
+    ]
+    alone = [sampler.sample(p, n, sp).result(120) for p, n, sp in reqs]
+    futs = [sampler.sample(p, n, sp) for p, n, sp in reqs]  # all in flight at once
+    together = [f.result(120) for f in futs]
+    for a, b in zip(alone, together, strict=True):
+        assert [s.tokens for s in a.sequences] == [s.tokens for s in b.sequences]
+        assert [s.stop_reason for s in a.sequences] == [s.stop_reason for s in b.sequences]
