@@ -77,7 +77,7 @@ def main() -> None:
         "batched": BatchedHfSamplingClient(m, eos_token_ids=()),
     }
     best: dict[str, float] = {}
-    for name, c in clients.items():
+    for c in clients.values():
         run(c, 2, a.samples, 4)  # warm-up
     for _ in range(a.repeats):
         for name, c in clients.items():
