@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_base, seeded
+from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_base, placement, seeded
 from kitchen.ports.futures import SerialWorker
 
 DEFAULT = "default"
@@ -53,11 +53,12 @@ class SharedBase:
     LoRA adapter per tenant. ``spec`` gives the base (its ``seed`` seeds a from-config
     base); each tenant's own spec gives its LoRA rank, alpha, targets and init seed."""
 
-    def __init__(self, spec: ModelSpec, device: str | torch.device = "cpu") -> None:
+    def __init__(self, spec: ModelSpec, device: str | torch.device | None = None) -> None:
         if spec.mode != "lora" or spec.parallel == "fsdp":
             raise ValueError("only plain LoRA models (not full, qlora or fsdp) share a base")
         self.spec = spec
-        self.device = torch.device(device)
+        # model.device resolved like every other hf model (device overrides spec.device).
+        self.device = placement(spec, device).device
         self.worker = SerialWorker("kitchen-hf-shared")
         self._base: Any = None
         self._peft: Any = None
