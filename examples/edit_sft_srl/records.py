@@ -3,13 +3,17 @@ each training stage reads.
 
 A normalised edit record (one JSON object per line)::
 
-    {"id": "fix-off-by-one", "instruction": "Fix the off-by-one ...", "lang": "python",
-     "pre": "<code before>", "post": "<code after>",
-     "actions": [{"search": "<exact text in the code>", "replace": "<new text>"}, ...]}
+    {"id": "rename-var-1", "instruction": "Rename the variable `tmp` to `total`.",
+     "lang": "python", "pre": "<code before>", "post": "<code after>",
+     "actions": [{"id": "rename-variable", "language": "python",
+                  "rule": {"pattern": "tmp"}, "fix": "total"}, ...],
+     "source": "handwritten" | "generated:<kind>"}
 
-``actions`` are the structured edit steps: applied in order to ``pre``, each ``search`` must
-occur exactly once, and the result must equal ``post``. That is checked when loading, so a
-record whose actions do not reproduce its edit never reaches training.
+``actions`` are ast-grep rewrite rules (see :mod:`examples.edit_sft_srl.actions`; a rule
+YAML string or an ``sg run -p ... -r ...`` command is accepted too and normalised). Applied
+in order to ``pre`` with ast-grep-py, each must match and the result must equal ``post``.
+That is checked when loading, so a record whose actions do not reproduce its edit never
+reaches training.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from examples.edit_sft_srl.actions import ActionError, AstGrepAction, parse_action
+from examples.edit_sft_srl.actions import apply_action as _apply
+
 from kitchen.errors import DataError
-from kitchen.rl.rewards import parse_action
+
+__all__ = ["ActionError", "DataError"]
 
 REQUIRED = ("id", "instruction", "pre", "post", "actions")
-ACTION_KEYS = ("search", "replace")
 SYSTEM = "You edit Python code. Reply with the complete edited code and nothing else."
-ACTION_SYSTEM_HINT = 'Reply with one JSON action {"search": ..., "replace": ...}.'
+ACTION_SYSTEM_HINT = "Reply with one ast-grep rule as YAML: id, language, rule.pattern, fix."
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,9 @@ class Edit:
     instruction: str
     pre: str
     post: str
-    actions: tuple[dict[str, str], ...]
+    actions: tuple[AstGrepAction, ...]
     lang: str = "python"
+    source: str = "handwritten"
 
     def states(self) -> list[str]:
         """The code before each action, then the final code (len = actions + 1)."""
@@ -51,25 +59,12 @@ class Edit:
 # -- actions ------------------------------------------------------------------------------
 
 
-class ActionError(ValueError):
-    """An action that cannot be applied (bad shape, search text absent or ambiguous)."""
+def validate_action(action: Any) -> AstGrepAction:
+    """The normalised ast-grep action; ActionError naming what is wrong."""
+    return parse_action(action)
 
 
-def validate_action(action: Any) -> dict[str, str]:
-    """The action as ``{"search", "replace"}`` strings; ActionError naming what is wrong."""
-    obj = parse_action(action)
-    if obj is None:
-        raise ActionError("not a JSON object")
-    if set(obj) != set(ACTION_KEYS):
-        raise ActionError(f"keys must be exactly {list(ACTION_KEYS)}, got {sorted(obj)}")
-    if not all(isinstance(obj[k], str) for k in ACTION_KEYS):
-        raise ActionError("search and replace must be strings")
-    if not obj["search"]:
-        raise ActionError("search must not be empty")
-    return {"search": obj["search"], "replace": obj["replace"]}
-
-
-def is_valid_action(action: Mapping[str, Any]) -> bool:
+def is_valid_action(action: Any) -> bool:
     try:
         validate_action(action)
     except ActionError:
@@ -78,20 +73,13 @@ def is_valid_action(action: Mapping[str, Any]) -> bool:
 
 
 def apply_action(code: str, action: Any) -> str:
-    """Apply a search/replace action offline: ``search`` must occur exactly once."""
-    a = validate_action(action)
-    n = code.count(a["search"])
-    if n != 1:
-        raise ActionError(f"search text occurs {n} times in the code (must be exactly once)")
-    return code.replace(a["search"], a["replace"], 1)
+    """Apply an ast-grep action offline (ast-grep-py); ActionError with the reason."""
+    return _apply(code, action)
 
 
-def canonical_action(action: Mapping[str, str]) -> str:
-    return json.dumps(
-        {"search": action["search"], "replace": action["replace"]},
-        sort_keys=True,
-        ensure_ascii=False,
-    )
+def canonical_action(action: Any) -> str:
+    """The training target: the canonical rule YAML."""
+    return validate_action(action).rule_yaml()
 
 
 # -- loading and validation ---------------------------------------------------------------
@@ -111,15 +99,16 @@ def parse_record(obj: Any, source: str, row: int) -> Edit:
         raise DataError(source, row, "post", "is identical to pre (not an edit)")
     actions = obj["actions"]
     if not isinstance(actions, list) or not actions:
-        raise DataError(source, row, "actions", "must be a non-empty list of {search, replace}")
+        raise DataError(source, row, "actions", "must be a non-empty list of ast-grep rules")
     code = obj["pre"]
     clean = []
     for i, action in enumerate(actions):
         try:
-            code = apply_action(code, action)
+            rule = validate_action(action)
+            code = apply_action(code, rule)
         except ActionError as exc:
             raise DataError(source, row, f"actions[{i}]", str(exc)) from None
-        clean.append(validate_action(action))
+        clean.append(rule)
     if code != obj["post"]:
         raise DataError(source, row, "actions", "applied to pre they do not produce post")
     return Edit(
@@ -129,24 +118,29 @@ def parse_record(obj: Any, source: str, row: int) -> Edit:
         post=obj["post"],
         actions=tuple(clean),
         lang=str(obj.get("lang", "python")),
+        source=str(obj.get("source", "handwritten")),
     )
 
 
-def load_edits(path: str | Path) -> list[Edit]:
-    """All records of a JSONL file, validated; duplicate ids are an error."""
+def load_edits(path: str | Path, extra: Iterable[Mapping[str, Any]] = ()) -> list[Edit]:
+    """All records of a JSONL file (plus ``extra`` rows, e.g. generated ones), validated;
+    duplicate ids are an error."""
     source = str(path)
     edits: list[Edit] = []
     seen: dict[str, int] = {}
+    rows: list[tuple[str, int, Any]] = []
     for i, line in enumerate(Path(path).read_text("utf-8").splitlines()):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            rows.append((source, i, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise DataError(source, i, None, f"invalid JSON: {exc.msg}") from None
-        edit = parse_record(obj, source, i)
+    rows += [("generated", i, obj) for i, obj in enumerate(extra)]
+    for src, i, obj in rows:
+        edit = parse_record(obj, src, i)
         if edit.id in seen:
-            raise DataError(source, i, "id", f"duplicate of row {seen[edit.id]}")
+            raise DataError(src, i, "id", f"duplicate of row {seen[edit.id]}")
         seen[edit.id] = i
         edits.append(edit)
     if not edits:
@@ -184,6 +178,8 @@ def split_stats(splits: Mapping[str, Sequence[Edit]]) -> dict[str, dict[str, flo
     return {
         name: {
             "records": len(es),
+            "handwritten": sum(1 for e in es if e.source == "handwritten"),
+            "generated": sum(1 for e in es if e.source.startswith("generated")),
             "actions": sum(len(e.actions) for e in es),
             "multi_step": sum(1 for e in es if len(e.actions) > 1),
             "mean_pre_lines": mean(e.pre.count("\n") for e in es),
@@ -246,24 +242,35 @@ def score_code(pred: str, ref: str) -> dict[str, float]:
     return {"exact_match": float(p == r), "similarity": code_similarity(p, r)}
 
 
-def score_action(text: str, e: Edit, step: int) -> dict[str, float]:
-    """Parse the predicted action and apply it offline to the step's code.
+def score_action(text: str, e: Edit, step: int) -> dict[str, Any]:
+    """Parse the predicted ast-grep action and apply it offline to the step's code.
 
-    ``valid``: a well-formed action; ``applies``: its search text occurs exactly once;
-    ``exact_match``: the edited code equals the reference state after the step;
-    ``similarity``: difflib ratio of the edited (or, if it does not apply, unedited) code
-    against that reference.
+    ``valid``: a well-formed rule (YAML or CLI, known language, all fields); ``applies``:
+    ast-grep matches it and the edited code parses; ``exact_match``: the edited code
+    equals the reference state after the step; ``similarity``: difflib ratio of the edited
+    (or, if it does not apply, unedited) code against that reference; ``action_exact``:
+    the normalised action equals the reference one; ``reason``: why it is invalid or does
+    not apply (``None`` when it does).
     """
     states = e.states()
     before, after = states[step], states[step + 1]
+    reason = None
     try:
-        validate_action(text)
+        rule = validate_action(text)
         valid = 1.0
-    except ActionError:
-        valid = 0.0
-    try:
-        edited = apply_action(before, text)
-        applies = 1.0
-    except ActionError:
-        edited, applies = before, 0.0
-    return {"valid": valid, "applies": applies, **score_code(edited, after)}
+    except ActionError as exc:
+        rule, valid, reason = None, 0.0, str(exc)
+    edited, applies = before, 0.0
+    if rule is not None:
+        try:
+            edited, applies = apply_action(before, rule), 1.0
+        except ActionError as exc:
+            reason = str(exc)
+    same = float(rule is not None and rule.fields() == e.actions[step].fields())
+    return {
+        "valid": valid,
+        "applies": applies,
+        **score_code(edited, after),
+        "action_exact": same,
+        "reason": reason,
+    }

@@ -1,11 +1,12 @@
 """A stand-in teacher behind the ``SamplingClient`` port.
 
 :class:`ScriptedTeacher` knows the reference action for each observation (it is built from
-the training records) and answers with it - except that, deterministically per
-(observation, sample), a share of its answers is wrong in the ways real teachers are wrong:
-a search text that is not in the code, a different replacement, or malformed JSON. That
-makes the verify-and-filter step do real work. It runs requests on a small thread pool, so
-a batch submitted all at once is answered concurrently.
+the training records) and answers with its ast-grep rule YAML - except that,
+deterministically per (observation, sample), a share of its answers is wrong in the ways
+real teachers are wrong: a pattern that matches nothing in the code, a different fix, an
+unknown language, or truncated YAML. That makes the verify-and-filter step do real work.
+It runs requests on a small thread pool, so a batch submitted all at once is answered
+concurrently.
 
 Swap in a real teacher - an hf ``HfSamplingClient``, a ``kitchen serve`` endpoint or Tinker
 through the remote adapters - with its tokenizer; :func:`collect_trajectories` does not
@@ -14,16 +15,19 @@ change.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from examples.edit_sft_srl.actions import AstGrepAction
+
 from kitchen.ports.futures import KFuture
 from kitchen.ports.types import ModelInput, SampledSequence, SampleResponse, SamplingParams
 
-FAULTS = ("ok", "ok", "ok", "ok", "ok", "wrong_search", "wrong_replace", "bad_json")
+FAULTS = ("ok", "ok", "ok", "ok", "ok", "ok", "wrong_pattern", "wrong_fix", "bad_language",
+          "bad_yaml")  # fmt: skip
 
 
 class ScriptedTeacher:
@@ -33,7 +37,7 @@ class ScriptedTeacher:
 
     def __init__(
         self,
-        answers: Mapping[str, Mapping[str, str]],
+        answers: Mapping[str, AstGrepAction],
         tokenizer: Any,
         *,
         seed: int = 0,
@@ -54,13 +58,15 @@ class ScriptedTeacher:
         if ref is None:
             return "{}"
         fault = self._fault(observation, k)
-        action = dict(ref)
-        if fault == "wrong_search":
-            action["search"] = action["search"] + "  # not in the code"
-        elif fault == "wrong_replace":
-            action["replace"] = action["replace"].replace("(", "[", 1) + "\n"
-        text = json.dumps(action, sort_keys=True, ensure_ascii=False)
-        return text[: len(text) // 2] if fault == "bad_json" else text
+        action = ref
+        if fault == "wrong_pattern":
+            action = dataclasses.replace(ref, pattern=ref.pattern + "_unknown")
+        elif fault == "wrong_fix":
+            action = dataclasses.replace(ref, fix=ref.fix + "_v2")
+        elif fault == "bad_language":
+            action = dataclasses.replace(ref, language="pyhton")
+        text = action.rule_yaml()
+        return text[: len(text) * 2 // 3] if fault == "bad_yaml" else text
 
     def _sample(self, prompt: ModelInput, n: int, params: SamplingParams) -> SampleResponse:
         observation = self.tok.decode(list(prompt.to_ints()))

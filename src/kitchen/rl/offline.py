@@ -89,7 +89,8 @@ def step_group(
 ) -> RepeatedEnvGroup:
     prompt = encode_prompt(tokenizer, step.observation, chat=chat)
     stop = default_stop(tokenizer, max_tokens)
-    info = {"reference": step.action, "answer": step.action}
+    # the observation too: a reward may check the action against it (e.g. apply it)
+    info = {"reference": step.action, "answer": step.action, "observation": step.observation}
 
     def make() -> SingleTurnEnv:
         return SingleTurnEnv(prompt, stop, reward, tokenizer, info)
