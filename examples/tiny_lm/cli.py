@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--vocab-size", type=int)
+    p.add_argument("--seed", type=int, help="seeds the model init, data order and sampling")
     p.add_argument("--corpus", help="directory with train.txt/valid.txt (default: bundled)")
     p.add_argument("--max-val-loss", type=float, help="fail (exit 8) above this val_loss")
     p.add_argument("--skip-corpus", action="store_true", help="reuse OUTPUT/corpus")
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 learning_rate=args.learning_rate,
                 vocab_size=args.vocab_size,
+                seed=args.seed,
                 corpus=args.corpus,
                 max_val_loss=args.max_val_loss,
             )

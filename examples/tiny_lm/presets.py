@@ -111,4 +111,6 @@ def resolve(preset: str | None, **flags: Any) -> dict[str, Any]:
             config[key] = value
     if flags.get("vocab_size") is not None:
         config["model"]["config"]["vocab_size"] = flags["vocab_size"]
+    if flags.get("seed") is not None:  # the model's init too, not only the data order
+        config["model"]["seed"] = flags["seed"]
     return config

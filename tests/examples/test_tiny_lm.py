@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CMD = [sys.executable, "-m", "examples.tiny_lm", "--preset", "quick"]
 
 
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CMD, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -52,6 +52,13 @@ def test_full_run_writes_training_metrics(reference: Path) -> None:
     val = doc["validation"]
     assert val["num_generations"] == 5 and val["peak_rss_mb"] > 0
     assert val["latency_ms_p95"] >= val["latency_ms_p50"] > 0
+    # the samples come from a fresh inference process, lighter than the training one
+    assert val["inference_process"] is True
+    assert 0 < val["peak_rss_mb"] < val["training_peak_rss_mb"]
+    assert val["budget"]["met"] == (
+        val["peak_rss_mb"] <= val["budget"]["peak_rss_mb"]
+        and val["latency_ms_p95"] <= val["budget"]["latency_ms_p95"]
+    )
     assert (reference / "tokenizer" / "tokenizer.json").is_file()
     assert (reference / "corpus" / "corpus.json").is_file()
 
