@@ -242,8 +242,8 @@ class Settings:
     seed: int = 0
     #: stage 0 (edited code) is the expensive one to generate: fewer epochs by default
     sft0_epochs: int = 1
-    sft1_epochs: int = 3
-    rl_steps: int = 6
+    sft1_epochs: int = 8
+    rl_steps: int = 10
     data: Path = DATA
     #: generated edit tasks added to the hand-written records
     generated: int = 600

@@ -28,7 +28,11 @@ def _losses(run: Path) -> dict[str, Any]:
 
 
 def _f(x: Any) -> str:
-    return "-" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
+    return str(x)
 
 
 def _eval_row(label: str, ev: dict[str, Any]) -> str:
@@ -138,7 +142,12 @@ def stage2_report(work: Path, command: str) -> str:
         "",
         f"Best checkpoint: {ckpts[best[1]]} (step {best[1]}, val_reward {best[0]:.3f})"
         if best
-        else "Best checkpoint: none evaluated.",
+        else (
+            f"Best checkpoint: the final weights (step {vals[-1][0]}, val_reward "
+            f"{vals[-1][1]:.3f}; no intermediate checkpoint was evaluated)"
+            if vals
+            else "Best checkpoint: none evaluated."
+        ),
         "",
         f"Invalid actions during RL (reason: count): {s['rl'].get('invalid_actions')}.",
         "",

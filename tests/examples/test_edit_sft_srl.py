@@ -204,6 +204,11 @@ def test_pipeline_end_to_end_on_noop(tmp_path: Path) -> None:
     assert invalid == summary["rl"]["invalid_actions"] and sum(invalid.values()) > 0
     for png in summary["reports"].values():
         assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the stage report: data, SFT configs and metrics, RL reward curve, best checkpoint
+    report = (work / "reports" / "training" / "stage2.md").read_text()
+    for heading in ("## Data", "## SFT", "## Teacher trajectories", "## Offline SRL"):
+        assert heading in report
+    assert "| train reward |" in report and "Best checkpoint: ckpt-" in report
 
 
 def _test_edits(work: Path) -> list:
