@@ -90,10 +90,7 @@ STATUS: dict[str, tuple[str, str]] = {
     "TrainingClient.optim_step": ("yes", COMPAT + "test_optim_step_metrics_have_no_step_counter"),
     "TrainingClient.save_state": ("yes", SDK + "test_save_load_round_trip"),
     "TrainingClient.save_weights_and_get_sampling_client": ("yes", SDK + "test_sampling"),
-    "TrainingClient.save_weights_external": (
-        "no",
-        "external (HF-format, signed-URL) weight export is not implemented",
-    ),
+    "TrainingClient.save_weights_external": ("yes", COOK + "test_weights_download"),
     "TrainingClient.save_weights_for_sampler": (
         "yes",
         HF + "test_sampler_weights_load_for_sampling",
@@ -134,7 +131,7 @@ STATUS: dict[str, tuple[str, str]] = {
     "RestClient.get_audit_log": ("no", "no audit log"),
     "RestClient.get_billing_usage": ("no", "no billing"),
     "RestClient.get_current_checkpoint_storage_usage": ("no", "no storage accounting"),
-    "RestClient.get_external_weights_urls": ("no", "see TrainingClient.save_weights_external"),
+    "RestClient.get_external_weights_urls": ("yes", COOK + "test_weights_download"),
     "RestClient.get_sampler": (
         "yes",
         COMPAT + "test_weights_info_user_checkpoints_ttl_and_sampler_info",

@@ -223,3 +223,59 @@ def test_sl_loop(workdir: Any) -> None:
     assert [r["step"] for r in rows] == [0, 1]
     assert _checkpoints(log)[-1]["name"] == "final"
     assert os.path.isdir(data)
+
+
+def test_weights_download(workdir: Any, tmp_path: Path) -> None:
+    """``tinker_cookbook.weights.download`` of a training checkpoint (a temporary
+    age-encrypted ``save_weights_external`` export, signed URLs, decryption, deletion) and
+    of an external-weights path; both load as the trained adapter."""
+    from tinker_cookbook import weights
+
+    from kitchen.adapters.hf.sampling import HfSamplingClient
+    from kitchen.ports.types import ModelInput
+    from tests.remote.test_serve_sdk import _train
+
+    _root, srv = workdir
+    sc = tinker.ServiceClient(base_url=srv.url, api_key=TOKEN)
+    rc = tinker.RestClient(base_url=srv.url, api_key=TOKEN)
+    try:
+        tc = sc.create_lora_training_client(base_model=MODEL, rank=4, seed=5).result(120)
+        _train(tc, 2)
+        state = tc.save_state("dl").result(120).path
+        external = tc.save_weights_external("plain").result(120).path
+        assert external.endswith("/external_weights/plain")
+        live = tc.save_weights_and_get_sampling_client().result(120)
+        want = live.compute_logprobs(tinker.types.ModelInput.from_ints([5, 6, 7, 8, 9]))
+        want_lps = want.result(120)[1:]
+
+        out_a = weights.download(tinker_path=state, output_dir=str(tmp_path / "from-state"))
+        out_b = weights.download(tinker_path=external, output_dir=str(tmp_path / "external"))
+        for out in (out_a, out_b):
+            files = {p.name for p in Path(out).iterdir()}
+            assert "adapter_model.safetensors" in files
+            assert not any(f.endswith(".age") for f in files)
+            got = HfSamplingClient.from_weights(out).compute_logprobs(
+                ModelInput.from_ints([5, 6, 7, 8, 9])
+            )
+            assert got.result(120)[1:] == pytest.approx(want_lps, abs=1e-5)
+        # The download's temporary (encrypted) export was deleted again; ours remains.
+        exported = {
+            c.tinker_path
+            for c in rc.list_user_checkpoints(limit=1000).result(60).checkpoints
+            if c.checkpoint_type == "external"
+        }
+        assert exported == {external}
+        # Signed URLs name one export's files and nothing else.
+        urls = rc.get_external_weights_urls(external).result(60).urls
+        import httpx
+
+        url = next(iter(urls.values()))
+        assert httpx.get(url, timeout=30).status_code == 200  # no API key needed
+        assert httpx.get(url[: url.rindex("/")] + "/..%2F..%2Fx", timeout=30).status_code in (
+            403,
+            404,
+        )
+        forged = url.replace(url.split("/")[-2], "0" * 64)
+        assert httpx.get(forged, timeout=30).status_code == 403
+    finally:
+        sc.close("success").result(30)

@@ -51,6 +51,7 @@ JSON_ROUTES: dict[str, type[BaseModel]] = {
     "/api/v1/join_sampling_session": sc.SamplerIdBody,
     "/api/v1/asample": sc.SampleBody,
     "/api/v1/weights_info": sc.TinkerPathBody,
+    "/api/v1/save_weights_external": sc.SaveWeightsExternalBody,
 }
 NO_BODY_ROUTES = [
     ("POST", "/api/v1/client/config"),
@@ -292,6 +293,8 @@ def test_path_and_query_routes_never_answer_5xx(live: dict[str, Any]) -> None:
             ("DELETE", f"/api/v1/training_runs/{qa}/checkpoints/{qb}"),
             ("PUT", f"/api/v1/training_runs/{qa}/checkpoints/{qb}/ttl"),
             ("GET", f"/api/v1/checkpoints?limit={quote(str(q))}&offset={qb}"),
+            ("GET", f"/api/v1/training_runs/{qa}/checkpoints/{qb}/external_weights_urls"),
+            ("GET", f"/api/v1/external_weights_files/{qa}/{qb}/x"),
             ("GET", f"/api/v1/samplers/{qa}"),
             ("POST", f"/api/v1/sessions/{qa}/finish"),
         ]:

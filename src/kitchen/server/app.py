@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from kitchen.ports.types import AdamParams, SampleResponse
-from kitchen.server import runs, wire
+from kitchen.server import exports, runs, wire
 from kitchen.server import schemas as sc
 from kitchen.server.backends import Backend
 from kitchen.server.schemas import ServerLimits
@@ -412,7 +415,69 @@ def create_app(backend: Backend, config: ServerConfig) -> FastAPI:
         job = st().submit_sequenced(entry, seq_id, "save_weights_for_sampler", run)
         return _future(job, model_id=entry.model_id)
 
+    @app.post("/api/v1/save_weights_external")
+    async def save_weights_external(request: Request) -> dict[str, Any]:
+        body = await body_of(request, sc.SaveWeightsExternalBody)
+        entry = st().model(body.model_id)
+        seq_id = body.seq_id
+
+        def run(job: Job) -> None:
+            name = check_name(body.path)
+            recipients = exports.parse_recipients(body.age_encryption_recipients or [])
+
+            def encode(resp: Any) -> tuple[Any, str]:
+                produced = Path(resp.path)
+                dest = store.state_dir(entry.model_id) / "external_weights" / produced.name
+                exports.export_dir(produced, dest, recipients)
+                shutil.rmtree(produced, ignore_errors=True)  # the export is the copy kept
+                path = store.commit(entry.model_id, "external_weights", name, str(dest))
+                return _ok({"path": path, "type": "save_weights_external"})
+
+            st().port_call(
+                entry,
+                job,
+                lambda c: c.save_weights_for_sampler(_adapter_name(name, seq_id)),
+                encode,
+            )
+
+        job = st().submit_sequenced(entry, seq_id, "save_weights_external", run)
+        return _future(job, model_id=entry.model_id)
+
+    @app.get(
+        "/api/v1/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/external_weights_urls"
+    )
+    async def external_weights_urls(request: Request, run_id: str, checkpoint_id: str) -> Any:
+        try:
+            ckpt = await run_in_threadpool(store.resolve, f"tinker://{run_id}/{checkpoint_id}")
+        except CheckpointRefused as exc:
+            raise NotFound(str(exc)) from exc
+        if ckpt.kind != "external_weights":
+            raise ApiError(400, f"{ckpt.tinker_path} is not an external weights checkpoint")
+        signed, expires = exports.sign(config.token.encode(), run_id, checkpoint_id)
+        base = str(request.base_url).rstrip("/") + exports.URL_PREFIX + signed
+        names = await run_in_threadpool(exports.files_of, Path(ckpt.adapter_path))
+        return {
+            "urls": {n: f"{base}/{n}" for n in names},
+            "expires": datetime.fromtimestamp(expires, tz=UTC).isoformat(),
+        }
+
+    @app.get(exports.URL_PREFIX + "{token}/{signature}/{filename}")
+    async def external_weights_file(token: str, signature: str, filename: str) -> Any:
+        try:
+            run_id, checkpoint_id = exports.verify(config.token.encode(), token, signature)
+            ckpt = await run_in_threadpool(store.resolve, f"tinker://{run_id}/{checkpoint_id}")
+        except CheckpointRefused as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=403)
+        directory = Path(ckpt.adapter_path)
+        if filename not in await run_in_threadpool(exports.files_of, directory):
+            raise NotFound(f"{ckpt.tinker_path} has no file {filename!r}")
+        return FileResponse(directory / filename, media_type="application/octet-stream")
+
     def _load(client: Any, adapter_path: str, kind: str, optimizer: bool) -> Any:
+        if kind == "external_weights":
+            raise CheckpointRefused(
+                "external weights are for download; load weights/ or sampler_weights/"
+            )
         loader = None
         if not optimizer or kind == "sampler_weights":
             loader = getattr(client, "load_weights", None)

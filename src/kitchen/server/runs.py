@@ -9,7 +9,11 @@ from typing import Any
 from kitchen.server.storage import Checkpoint, CheckpointStore
 
 #: ``tinker://RUN/<kind>/NAME`` kind -> the SDK's ``CheckpointType``.
-CHECKPOINT_TYPES = {"weights": "training", "sampler_weights": "sampler"}
+CHECKPOINT_TYPES = {
+    "weights": "training",
+    "sampler_weights": "sampler",
+    "external_weights": "external",
+}
 
 
 def _iso(ts: float) -> str:

@@ -131,6 +131,14 @@ class LoadWeightsBody(_Body):
     user_metadata: dict[str, Any] | None = Field(None, max_length=64)
 
 
+class SaveWeightsExternalBody(_Body):
+    model_id: Id
+    path: Id
+    seq_id: SeqId | None = None
+    ttl_seconds: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    age_encryption_recipients: list[Id] | None = Field(None, max_length=16)
+
+
 class TinkerPathBody(_Body):
     tinker_path: Annotated[str, Field(min_length=1, max_length=2048)]
 

@@ -22,6 +22,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Paths served without a key (liveness only; they reveal nothing).
 PUBLIC_PATHS = frozenset({"/api/v1/healthz"})
+#: Path prefixes served without a key: external-weights downloads, which carry their own
+#: HMAC signature and expiry in the URL (kitchen.server.exports).
+PUBLIC_PREFIXES = ("/api/v1/external_weights_files/",)
 
 
 async def _reply(
@@ -57,7 +60,8 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        if scope.get("path") not in PUBLIC_PATHS:
+        path = str(scope.get("path", ""))
+        if path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
             given = headers.get(b"x-api-key", b"")
             if not given or not hmac.compare_digest(given, self.token):
                 await _reply(send, 401, "missing or wrong API key (X-API-Key)")

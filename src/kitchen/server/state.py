@@ -28,7 +28,7 @@ from typing import Any
 from kitchen.ports.sampling import SamplingClient
 from kitchen.ports.training import TrainingClient
 from kitchen.server.backends import Backend
-from kitchen.server.storage import CheckpointStore
+from kitchen.server.storage import CheckpointRefused, CheckpointStore
 
 log = logging.getLogger("kitchen.server")
 
@@ -465,6 +465,11 @@ class ServerState:
     def sampling_from_checkpoint(self, tinker_path: str) -> tuple[str, SamplingClient]:
         """A sampling client over the weights saved at ``tinker_path`` (blocking)."""
         ckpt = self.store.resolve(tinker_path)
+        if ckpt.kind == "external_weights":
+            raise CheckpointRefused(
+                f"{tinker_path}: external weights are for download; sample from "
+                "weights/ or sampler_weights/"
+            )
         run = ckpt.run
         base_model = str(run.get("base_model"))
         hook = getattr(self.backend, "sampling_from_checkpoint", None)

@@ -27,7 +27,11 @@ from typing import Any
 from kitchen.io import atomic_write_json, read_json
 
 #: URL segment → checkpoint type, as in the SDK's ``ParsedCheckpointTinkerPath``.
-KINDS: dict[str, str] = {"weights": "training", "sampler_weights": "sampler"}
+KINDS: dict[str, str] = {
+    "weights": "training",
+    "sampler_weights": "sampler",
+    "external_weights": "external",
+}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _RUN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,255}$")
