@@ -94,6 +94,7 @@ def main() -> int:
 
     from kitchen.adapters.hf import distributed, fsdp
     from kitchen.adapters.hf.training import HfTrainingClient
+    from kitchen.testing.datums import ce_datum
 
     torch.set_num_threads(1)
     dp = distributed.detect()
@@ -105,6 +106,10 @@ def main() -> int:
         batches = global_batches(128)
         for batch in batches:
             record["steps"].append(step(client, batch, dp.rank, dp.world_size))
+        # forward (no grad) is collective under fsdp too: rank 1's share of the 1-datum
+        # batch is empty, so it runs the dummy forward while rank 0 evaluates the datum.
+        mine = [ce_datum(x) for x in batches[-1][dp.rank :: dp.world_size]]
+        record["forward"] = client.forward(mine, "cross_entropy").result().metrics["loss:sum"]
         record["footprint"] = client._worker.submit(
             lambda c=client: fsdp.shard_footprint(c._ensure().model, c._optimizer)
         ).result()

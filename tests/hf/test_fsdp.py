@@ -63,13 +63,21 @@ def _tensors(directory: Path) -> dict[str, Any]:
     return out
 
 
-def _assert_same_tensors(a: dict[str, Any], b: dict[str, Any], exact: bool = False) -> None:
+def _assert_same_tensors(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    exact: bool = False,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+) -> None:
     assert a.keys() == b.keys() and a
     for k in a:
         if exact:
             assert torch.equal(a[k], b[k]), k
         else:
-            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+            torch.testing.assert_close(
+                a[k], b[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"{k}: {m}"
+            )
 
 
 # --- client level --------------------------------------------------------------------
@@ -79,12 +87,15 @@ def _reference(mode: str, out: Path) -> dict[str, Any]:
     """One process on the combined batches, saving what the fsdp ranks are compared to."""
     from kitchen.adapters.hf import fsdp
     from kitchen.adapters.hf.training import HfTrainingClient
+    from kitchen.testing.datums import ce_datum
 
     client = HfTrainingClient(worker.spec(mode, "replicate"), state_dir=str(out / "state"))
     batches = worker.global_batches(128)
     rec: dict[str, Any] = {"steps": [worker.step(client, b, 0, 1) for b in batches[:2]]}
     shutil.copytree(Path(client.save_state("ckpt").result().path), out / "ckpt")
     rec["steps"].append(worker.step(client, batches[2], 0, 1))
+    one = [ce_datum(x) for x in batches[2]]
+    rec["forward"] = client.forward(one, "cross_entropy").result().metrics["loss:sum"]
     rec["sampler"] = client.save_weights_for_sampler("final").result().path
     snap = client.save_weights_and_get_sampling_client("snap")
     rec["snapshot_logprobs"] = snap.compute_logprobs(worker._prompt()).result()[1:]
@@ -118,6 +129,8 @@ def test_fsdp_client_matches_one_process_and_holds_half_the_state(tmp_path: Path
                 assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
                 assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4)
                 assert want["grad_norm"] > worker.CLIP  # every step was clipped
+        assert r0["forward"] == pytest.approx(ref["forward"], rel=1e-5)
+        assert r1["forward"] == 0.0  # its shard was empty
         # 1 -> 2 ranks: the single-process checkpoint after step 2, then step 3 again.
         assert r0["resumed_step"]["loss"] == pytest.approx(ref["steps"][2]["loss"], rel=1e-5)
         assert r0["resumed_step"]["grad_norm"] == pytest.approx(
@@ -184,6 +197,7 @@ SFT = ROOT / "examples" / "multiprocess" / "sft_ddp.py"
 def _sft_overrides(data: Path, parallel: str) -> list[str]:
     sets = [
         f"dataset={data}",
+        f"eval_dataset={data}",  # evaluation's forward calls are collective under fsdp
         "batch_size=4",
         "epochs=1",
         "checkpoint_every=1",
@@ -247,6 +261,9 @@ def test_fsdp_sft_resumes_exactly_after_kill9_and_exports_like_one_process(
     for a, b in zip(one, two, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
         assert b["optim/grad_norm"] == pytest.approx(a["optim/grad_norm"], rel=1e-4)
+    vals_one = [r["val_loss"] for r in records(single) if "val_loss" in r]
+    vals_two = [r["val_loss"] for r in records(whole) if "val_loss" in r]
+    assert vals_two == pytest.approx(vals_one, rel=1e-5) and vals_one
 
     # kitchen export --merged: the same files and tensors as the single-process export.
     export_run(single, tmp_path / "out-single", merged=True)
@@ -254,7 +271,10 @@ def test_fsdp_sft_resumes_exactly_after_kill9_and_exports_like_one_process(
     for kind in ("adapter", "merged"):
         a, b = tmp_path / "out-single" / kind, tmp_path / "out-fsdp" / kind
         assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
-        _assert_same_tensors(_tensors(b), _tensors(a))
+        # Three AdamW steps at lr 2e-2 after sums taken in another order (reduce-scatter,
+        # 1 vs 2 threads): Adam's g / sqrt(v) amplifies that fp32 noise where g is near 0
+        # (observed up to 7e-5 on weights of ~0.1), hence a looser bound than the losses'.
+        _assert_same_tensors(_tensors(b), _tensors(a), rtol=1e-3, atol=1e-4)
     cfg_a = json.loads((tmp_path / "out-single/merged/config.json").read_text())
     cfg_b = json.loads((tmp_path / "out-fsdp/merged/config.json").read_text())
     assert cfg_a == cfg_b

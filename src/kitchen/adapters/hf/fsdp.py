@@ -137,6 +137,16 @@ def run_dummy(model: Any, device: torch.device, backward: bool) -> None:
     model.eval()
     with torch.no_grad():
         model(input_ids=ids, use_cache=False)
+    reshard(model)
+
+
+def reshard(model: Any) -> None:
+    """Free the root unit's gathered parameters after a forward without backward.
+
+    FSDP2 keeps the root's parameters (embeddings, final norm, head) gathered after its
+    forward, for the backward that normally follows; an evaluation has none, so without
+    this they would stay whole on every rank until the next training step."""
+    model.reshard()
 
 
 def local_bytes(tensors: Iterable[torch.Tensor]) -> int:

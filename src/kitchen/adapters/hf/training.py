@@ -300,6 +300,8 @@ class HfTrainingClient:
             with torch.no_grad():
                 logp = self._logprobs(lm, batch)
                 result = compute_loss(loss_fn, logp, batch, loss_fn_config)
+            if self._sharded:
+                fsdp.reshard(lm.model)
         rows = logp.detach().float().cpu()
         outputs = tuple(
             {"logprobs": TensorData(tuple(rows[r, a : a + n].tolist()), "float32")}
