@@ -110,6 +110,9 @@ def main() -> int:
         # batch is empty, so it runs the dummy forward while rank 0 evaluates the datum.
         mine = [ce_datum(x) for x in batches[-1][dp.rank :: dp.world_size]]
         record["forward"] = client.forward(mine, "cross_entropy").result().metrics["loss:sum"]
+        if mode != "full":  # DPO's adapter_disabled reference: the frozen base, still sharded
+            base = client.forward_with_adapter_disabled(mine, "cross_entropy").result()
+            record["base_forward"] = base.metrics["loss:sum"]
         record["footprint"] = client._worker.submit(
             lambda c=client: fsdp.shard_footprint(c._ensure().model, c._optimizer)
         ).result()

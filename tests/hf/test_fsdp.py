@@ -96,6 +96,9 @@ def _reference(mode: str, out: Path) -> dict[str, Any]:
     rec["steps"].append(worker.step(client, batches[2], 0, 1))
     one = [ce_datum(x) for x in batches[2]]
     rec["forward"] = client.forward(one, "cross_entropy").result().metrics["loss:sum"]
+    if mode != "full":
+        base = client.forward_with_adapter_disabled(one, "cross_entropy").result()
+        rec["base_forward"] = base.metrics["loss:sum"]
     rec["sampler"] = client.save_weights_for_sampler("final").result().path
     snap = client.save_weights_and_get_sampling_client("snap")
     rec["snapshot_logprobs"] = snap.compute_logprobs(worker._prompt()).result()[1:]
@@ -131,6 +134,9 @@ def test_fsdp_client_matches_one_process_and_holds_half_the_state(tmp_path: Path
                 assert want["grad_norm"] > worker.CLIP  # every step was clipped
         assert r0["forward"] == pytest.approx(ref["forward"], rel=1e-5)
         assert r1["forward"] == 0.0  # its shard was empty
+        if mode != "full":
+            assert r0["base_forward"] == pytest.approx(ref["base_forward"], rel=1e-5)
+            assert r0["base_forward"] != pytest.approx(r0["forward"], rel=1e-3)
         # 1 -> 2 ranks: the single-process checkpoint after step 2, then step 3 again.
         assert r0["resumed_step"]["loss"] == pytest.approx(ref["steps"][2]["loss"], rel=1e-5)
         assert r0["resumed_step"]["grad_norm"] == pytest.approx(
