@@ -210,3 +210,40 @@ def test_bad_nested_hf_model_config(tmp_path_factory: pytest.TempPathFactory) ->
         assert not run_dir.exists()  # refused before anything is written
 
     check()
+
+
+FIELDS = sorted(
+    __import__("kitchen.workflows.supervised.config", fromlist=["x"]).SupervisedConfig.model_fields
+)
+TRICKY = st.sampled_from(
+    ["", "~", "null", "0", "-1", "1e400", ".inf", "-.nan", "yes", "0x10", "0o7", "1_000",
+     "2001-12-14", "[]", "{}", "[[[]]]", "'x'", '"\\x00"', "!!binary aGk=", "&a [*a]",
+     "9" * 40, "-" * 3, "a: b", "? x", "%TAG", "*undefined", "\t", "ünïcödé"]
+)  # fmt: skip
+
+
+def test_any_value_for_any_field_is_accepted_or_refused_cleanly(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Never exit 1 or a traceback, whatever a user types for whichever field."""
+
+    @settings(max_examples=40, deadline=None)
+    @given(field=st.sampled_from(FIELDS), value=TRICKY)
+    def check(field: str, value: str) -> None:
+        run_dir = tmp_path_factory.mktemp("any") / "run"
+        argv = [
+            "run",
+            "sft",
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+            "--set",
+            f"{field}={value}",
+        ]
+        if field not in ("epochs", "max_steps"):
+            argv += ["--set", "max_steps=1"]
+        result = invoke(argv)
+        if result.code != 0:
+            assert_clean_failure(result)
+
+    check()

@@ -179,3 +179,36 @@ def test_a_fifo_or_device_as_data_file_does_not_block(tmp_path: Path) -> None:
     for f in (fifo, zero):
         with pytest.raises(DataError, match="not a regular file"):
             hf_dataset.HfDatasetStore().load(str(f))
+
+
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["messages", "role", "content", "text", "prompt", "completion", "x"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=10,
+)
+
+
+def test_any_json_rows_train_or_fail_cleanly(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Rows of any JSON shape: the run trains, or exits 2 naming the file; never exit 1."""
+
+    @settings(max_examples=30, deadline=None)
+    @given(rows=st.lists(ANY_JSON, min_size=1, max_size=4))
+    def check(rows: list[Any]) -> None:
+        tmp = tmp_path_factory.mktemp("any")
+        data = tmp / "train.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in [*rows, GOOD]))
+        result = invoke(
+            ["run", "sft", "--run-dir", str(tmp / "run"), "--no-progress",
+             "--set", f"dataset={data}", "--set", "eval_fraction=0", "--set", "max_steps=1"]
+        )  # fmt: skip
+        if result.code != 0:
+            assert_clean_failure(result, str(data))
+
+    check()
