@@ -80,7 +80,9 @@ def spec(mode: str, parallel: str) -> Any:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import tiny_spec
 
-    return tiny_spec(mode, parallel=parallel, seed=7)
+    # Full mode also recomputes activations in backward (gradient checkpointing), which
+    # re-enters each sharded layer's forward during backward.
+    return tiny_spec(mode, parallel=parallel, seed=7, gradient_checkpointing=mode == "full")
 
 
 def main() -> int:
