@@ -1,8 +1,9 @@
 """The built-in losses in torch, matching :mod:`kitchen.ports.losses` exactly.
 
 The objective is the *sum* over datums and positions (Tinker's convention). Per-token
-logprobs come from a float32 ``log_softmax``; the loss arithmetic then runs in float64 so
-the reported value matches the float64 reference formulas to rounding of the logprobs.
+logprobs come from a float32 log-softmax (chunked, :mod:`kitchen.adapters.hf.logprobs`); the
+loss arithmetic then runs in float64 so the reported value matches the float64 reference
+formulas to rounding of the logprobs.
 """
 
 from __future__ import annotations
@@ -15,12 +16,6 @@ import torch
 from kitchen.adapters.hf.batch import Batch
 from kitchen.adapters.hf.device import loss_dtype
 from kitchen.ports import losses as ref
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``log p(targets[b, t] | ...)`` from ``logits`` [B, T, V]; float32 [B, T]."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
 @dataclass
