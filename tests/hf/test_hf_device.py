@@ -222,3 +222,26 @@ def test_cli_missing_device_is_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, out.stderr
     assert "model.device" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_sampler_weights_load_where_model_device_says(make_client: Any) -> None:
+    from kitchen.adapters.hf.sampling import HfSamplingClient
+    from kitchen.ports import ModelInput, SamplingParams
+
+    client = make_client("lora")
+    path = client.save_weights_for_sampler("w").result(TIMEOUT).path
+    here = HfSamplingClient.from_weights(path)  # the stored spec's device: auto
+    try:
+        assert {p.device for p in here.model.parameters()} == {resolve_device("auto")}
+    finally:
+        here.close()
+    if torch.cuda.is_available():  # pragma: no cover
+        return
+    missing = HfSamplingClient.from_weights(path, device="cuda")
+    try:
+        fut = missing.sample(ModelInput.from_ints([5, 6, 7]), 1, SamplingParams(max_tokens=2))
+        with pytest.raises(ConfigError) as err:
+            fut.result(TIMEOUT)
+        assert err.value.field == "model.device"
+    finally:
+        missing.close()
