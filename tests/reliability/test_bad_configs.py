@@ -247,3 +247,23 @@ def test_any_value_for_any_field_is_accepted_or_refused_cleanly(
             assert_clean_failure(result)
 
     check()
+
+
+def test_end_to_end_alias_bomb_and_fifo_in_a_real_process(tmp_path: Path) -> None:
+    """The real `kitchen` process: an alias bomb and a FIFO config fail fast, in one line."""
+    import subprocess
+    import sys
+
+    bomb = _write(tmp_path, _alias_bomb(12, 12), "bomb.yaml")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for config in (bomb, fifo):
+        out = subprocess.run(
+            [sys.executable, "-m", "kitchen", "run", str(config), "--run-dir",
+             str(tmp_path / "run"), "--no-progress"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1, out.stderr
+        assert str(config) in lines[0] and "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()
