@@ -70,13 +70,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--seed", type=int, help="seeds the model init, data order and sampling")
     p.add_argument("--corpus", help="directory with train.txt/valid.txt (default: bundled)")
+    p.add_argument(
+        "--bilingual",
+        action="store_true",
+        help="train on English + generated Spanish; validation loss and samples per language",
+    )
     p.add_argument("--max-val-loss", type=float, help="fail (exit 8) above this val_loss")
     p.add_argument("--skip-corpus", action="store_true", help="reuse OUTPUT/corpus")
     p.add_argument("--skip-tokenizer", action="store_true", help="reuse OUTPUT/tokenizer")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--output-dir", default="out/tiny_lm", type=Path)
     p.add_argument("--min-free-mb", type=int, default=200, help="disk space needed (MB)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.bilingual and args.corpus:
+        p.error("--bilingual builds its own corpus; drop --corpus")
+    return args
+
+
+#: Validation prompts of a bilingual run: the same starts in both languages.
+BILINGUAL_PROMPTS = [
+    "The cook",
+    "In the kitchen",
+    "The soup",
+    "La cocinera",
+    "En la cocina",
+    "La sopa",
+]
 
 
 def check_prerequisites(opts: Options, min_free_mb: int) -> list[str]:
@@ -245,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 learning_rate=args.learning_rate,
                 vocab_size=args.vocab_size,
                 seed=args.seed,
-                corpus=args.corpus,
+                corpus="bilingual" if args.bilingual else args.corpus,
+                sample_prompts=BILINGUAL_PROMPTS if args.bilingual else None,
                 max_val_loss=args.max_val_loss,
             )
             kwargs.update(config=config, run_dir=opts.run_dir)

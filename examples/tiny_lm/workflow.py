@@ -27,7 +27,7 @@ from pydantic import Field
 
 from kitchen import Context, Recipe
 from kitchen.dsl import stage
-from kitchen.io import atomic_write_json, atomic_write_text, read_jsonl
+from kitchen.io import atomic_write_json, atomic_write_text, read_jsonl, rewrite_jsonl
 from kitchen.ports.types import ModelInput, SamplingParams
 from kitchen.workflows.quickstart import QuickstartConfig
 from kitchen.workflows.quickstart.stages import baseline_eval, chunk_text
@@ -175,6 +175,12 @@ class PrepareCorpus:
         self.opts = opts
 
     def _source_dir(self, cfg: TinyLMConfig) -> Path:
+        if cfg.corpus == "bilingual":  # bundled English + generated Spanish
+            from examples.tiny_lm.bilingual import write_bilingual
+
+            src = self.opts.corpus_dir / "source"
+            write_bilingual(src)
+            return src
         if cfg.corpus == "bundled":
             from kitchen.data import corpus_path
 
@@ -223,6 +229,14 @@ class PrepareCorpus:
             store = ctx.ports.require("dataset")
             store.save(train_rows, str(train))
             store.save(valid_rows, str(valid))
+            languages: dict[str, int] = {}
+            for lang_file in sorted(src.glob("valid_*.txt")):  # per-language validation
+                lang = lang_file.stem.removeprefix("valid_")
+                rows = [
+                    {"text": c} for c in chunk_text(lang_file.read_text("utf-8"), cfg.chunk_chars)
+                ]
+                rewrite_jsonl(out / f"valid_{lang}.jsonl", rows)
+                languages[lang] = len(rows)
             stats = {
                 "source": str(src),
                 "train_rows": len(train_rows),
@@ -232,6 +246,7 @@ class PrepareCorpus:
                 "chunk_chars": cfg.chunk_chars,
                 "train_sha256": _sha256(train),
                 "valid_sha256": _sha256(valid),
+                **({"valid_rows_by_language": languages} if languages else {}),
             }
             atomic_write_json(stats_file, stats)
         if not opts.resume:
@@ -328,6 +343,43 @@ def _p95(values: list[float]) -> float:
     ordered = sorted(values)
     k = max(0, math.ceil(0.95 * len(ordered)) - 1)
     return ordered[k]
+
+
+class LanguageLoss:
+    """Validation loss per language (``OUTPUT/corpus/valid_<lang>.jsonl``, the bilingual
+    corpus): token-weighted mean NLL of each row under the final weights."""
+
+    name = "language_loss"
+    outputs = ("val_loss_by_language",)
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+
+    def __call__(self, ctx: Context) -> dict[str, Any]:
+        files = sorted(self.opts.corpus_dir.glob("valid_*.jsonl"))
+        if not files:
+            return {"val_loss_by_language": None}
+        tok = ctx.ports.require("tokenizer")
+        sampler = ctx.ports.require("training").save_weights_and_get_sampling_client("lang")
+        cfg = _cfg(ctx)
+        out: dict[str, float] = {}
+        for f in files:
+            jobs = []
+            for row in read_jsonl(f):
+                ids = tok.encode(row["text"])[: cfg.max_length - 1]
+                if tok.bos_token_id is not None:
+                    ids = [tok.bos_token_id, *ids]
+                jobs.append(sampler.compute_logprobs(ModelInput.from_ints(ids)))
+            nll = n = 0.0
+            for fut in jobs:
+                lps = [lp for lp in fut.result()[1:] if lp is not None]
+                nll -= sum(lps)
+                n += len(lps)
+            out[f.stem.removeprefix("valid_")] = round(nll / max(1.0, n), 5)
+        self.opts.clock.say(
+            "val_loss by language: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items())
+        )
+        return {"val_loss_by_language": out}
 
 
 #: The inference budget of the pipeline spec: peak RSS and p95 generation latency.
@@ -466,7 +518,7 @@ class Validate:
             atomic_write_text(
                 ctx.run.artifacts_dir / "samples.txt", "\n".join(s["text"] for s in samples) + "\n"
             )
-        for s in samples[:: cfg.samples_per_prompt][:3]:
+        for s in samples[:: cfg.samples_per_prompt][:6]:
             clock.say(f"sample: {s['text']!r}")
         clock.say(
             f"p95 latency {result['latency_ms_p95']} ms for {cfg.sample_tokens} tokens, "
@@ -556,6 +608,7 @@ class WriteMetrics:
                 "epochs": len(history),
             },
             "validation": ctx.state.get("validation"),
+            "val_loss_by_language": ctx.state.get("val_loss_by_language"),
             "run_dir": str(ctx.run.root) if ctx.run is not None else None,
             "final_weights": ctx.state.get("final_weights"),
         }
@@ -580,6 +633,7 @@ def tiny_lm_workflow(config: Any, opts: Options) -> Any:
             stage(baseline_eval, outputs=["val_loss_untrained"]),
         ],
         finish=[
+            stage(LanguageLoss(opts), outputs=["val_loss_by_language"]),
             stage(Validate(opts), outputs=["validation"]),
             stage(WriteMetrics(opts), outputs=["training_metrics"]),
         ],

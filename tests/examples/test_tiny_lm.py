@@ -135,3 +135,39 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(tmp_path: Path, refere
     assert resumed["final"]["val_loss"] == pytest.approx(ref["final"]["val_loss"], abs=1e-9)
     for a, b in zip(resumed["history"], ref["history"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-9)
+
+
+def test_bilingual_corpus_is_seeded_and_holds_both_languages(tmp_path: Path) -> None:
+    if str(ROOT) not in sys.path:  # `examples` is a directory of the repo, not a package
+        sys.path.insert(0, str(ROOT))
+    from examples.tiny_lm.bilingual import spanish_lines, write_bilingual
+
+    counts = write_bilingual(tmp_path / "a")
+    write_bilingual(tmp_path / "b")
+    for name in counts:  # byte-identical for the same seed
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    es = (tmp_path / "a" / "valid_es.txt").read_text().splitlines()
+    en = (tmp_path / "a" / "valid_en.txt").read_text().splitlines()
+    train = set((tmp_path / "a" / "train.txt").read_text().splitlines())
+    assert set(spanish_lines(5)) <= train  # the Spanish training lines are in the mix
+    assert en and es and counts["valid.txt"] == len(en) + len(es)
+    assert not set(es) & train  # Spanish validation lines are held out
+    assert all(" la " in f" {x} " or " el " in f" {x} " for x in es[:20])
+    assert not any(" el " in f" {x} " for x in en)
+    # about the same amount of text in each language
+    ratio = sum(map(len, es)) / sum(map(len, en))
+    assert 0.5 < ratio < 2.0
+
+
+def test_bilingual_run_reports_loss_and_samples_per_language(tmp_path: Path) -> None:
+    out = tmp_path / "bi"
+    res = run("--bilingual", "--epochs", "1", "--output-dir", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = metrics(out)
+    by_lang = doc["val_loss_by_language"]
+    assert set(by_lang) == {"en", "es"} and all(0 < v < 10 for v in by_lang.values())
+    assert set(doc["corpus"]["valid_rows_by_language"]) == {"en", "es"}
+    prompts = {s["prompt"] for s in doc["validation"]["samples"]}
+    assert {"The soup", "La sopa"} <= prompts
+    bad = run("--bilingual", "--corpus", str(tmp_path), "--output-dir", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "--bilingual builds its own corpus" in bad.stderr
