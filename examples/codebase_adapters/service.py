@@ -254,6 +254,8 @@ class AdapterService:
     on_complete: Callable[[str, dict[str, Any]], None] | None = None
     faults: dict[str, FaultInjector] = field(default_factory=dict)
     memory_probe: Callable[[], float] = available_mb
+    #: the hf model spec (default: the tiny from-config base + LoRA rank 8)
+    model: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir)
@@ -303,7 +305,8 @@ class AdapterService:
             "checkpoint_every": 2,
         }
         if self.adapters == "hf":
-            cfg["model"] = TINY_HF_MODEL  # a from-config base model + a LoRA adapter
+            # a from-config base model + a LoRA adapter, unless another spec is given
+            cfg["model"] = self.model or TINY_HF_MODEL
         return cfg
 
     def _guard(self, project: str) -> None:
