@@ -173,3 +173,28 @@ def test_concurrent_asample_requests_get_what_they_get_alone(server: Server) -> 
     for a, b in zip(alone, together, strict=True):
         assert [s.tokens for s in a.sequences] == [s.tokens for s in b.sequences]
         assert [s.stop_reason for s in a.sequences] == [s.stop_reason for s in b.sequences]
+
+
+def test_sdk_sessions_interleaved_on_the_shared_base_match_alone(server: Server) -> None:
+    """Two SDK sessions training at once on one served model (one shared base) get the
+    losses each gets alone."""
+    plans = {11: [0, 1, 0], 12: [1, 1, 0]}  # seed -> the batches it trains on, in order
+    sc = _service(server)
+
+    def run(seeds: list[int]) -> dict[int, list[float]]:
+        tcs = {
+            s: sc.create_lora_training_client(base_model=MODEL, rank=4, seed=s).result(120)
+            for s in seeds
+        }
+        futs: dict[int, list[Any]] = {s: [] for s in seeds}
+        for step in range(3):  # every session's step submitted before any is awaited
+            for s, tc in tcs.items():
+                futs[s].append(tc.forward_backward(BATCHES[plans[s][step]], "cross_entropy"))
+                tc.optim_step(types.AdamParams(learning_rate=LR))
+        return {s: [f.result(120).metrics["loss:sum"] for f in fs] for s, fs in futs.items()}
+
+    alone = {**run([11]), **run([12])}
+    together = run([11, 12])
+    assert together[11] == pytest.approx(alone[11], rel=1e-6)
+    assert together[12] == pytest.approx(alone[12], rel=1e-6)
+    assert alone[11] != pytest.approx(alone[12], rel=1e-3)
