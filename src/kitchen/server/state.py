@@ -157,6 +157,8 @@ class ModelEntry:
     user_metadata: dict[str, str] = field(default_factory=dict)
     #: Wall-clock time of the latest request for this model.
     last_request: float = field(default_factory=time.time)
+    #: Set when its session finished: the dispatcher is shut down, nothing more may run.
+    closed: bool = False
 
     def wait_ready(self) -> TrainingClient:
         self.ready.wait()
@@ -244,13 +246,22 @@ class ServerState:
             for mid in s.models:
                 entry = self.models.pop(mid, None)
                 if entry is not None:
-                    close = getattr(entry.client, "close", None)
-                    if close is not None:
-                        # After the model's queued requests: frees its adapter or thread.
-                        entry.dispatcher.submit(close)
-                    entry.dispatcher.shutdown(wait=False)
+                    self._close_entry(entry)
             for sid in s.samplers:
                 self.samplers.pop(sid, None)
+
+    def _close_entry(self, entry: ModelEntry) -> None:
+        with entry.lock:
+            entry.closed = True
+            # Requests still waiting for a lower seq_id will never run: say so, do not hang.
+            for job, _ in entry.pending.values():
+                self.futures.fail(job, f"model {entry.model_id}: its session finished")
+            entry.pending.clear()
+            close = getattr(entry.client, "close", None)
+            if close is not None:
+                # After the model's queued requests: frees its adapter or thread.
+                entry.dispatcher.submit(close)
+            entry.dispatcher.shutdown(wait=False)
 
     def expire_sessions(self) -> list[str]:
         now = time.monotonic()
@@ -348,6 +359,9 @@ class ServerState:
             if seq_id is not None and seq_id in entry.seen:
                 return self.futures.get(entry.seen[seq_id])  # a retry of a request we have
             job = self.futures.new(kind)
+            if entry.closed:
+                self.futures.fail(job, f"model {entry.model_id}: its session finished")
+                return job
             if seq_id is None:
                 entry.dispatcher.submit(self._guard, entry, job, run)
                 return job
@@ -375,7 +389,7 @@ class ServerState:
 
         def fire() -> None:
             with entry.lock:
-                if entry.next_seq != waiting_for or not entry.pending:
+                if entry.closed or entry.next_seq != waiting_for or not entry.pending:
                     return
                 nxt = min(entry.pending)
                 log.warning(
