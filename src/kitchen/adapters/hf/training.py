@@ -513,20 +513,7 @@ class HfTrainingClient:
     def _copy_weights(
         self, directory: Path, trainable: Sequence[tuple[str, Any]], saved: dict[str, Any]
     ) -> None:
-        names = [n for n, _ in trainable]
-        if set(saved) != set(names):
-            missing = sorted(set(names) - set(saved))[:3]
-            extra = sorted(set(saved) - set(names))[:3]
-            raise CheckpointError(
-                f"checkpoint {directory} does not fit this model "
-                f"(missing {missing}, unexpected {extra}); was it saved with another ModelSpec?"
-            )
-        for n, param in trainable:
-            if saved[n].shape != param.shape:
-                raise CheckpointError(
-                    f"checkpoint {directory}: {n} has shape {tuple(saved[n].shape)}, "
-                    f"model has {tuple(param.shape)}"
-                )
+        _check_fits(directory, trainable, saved)
         with torch.no_grad():
             for n, param in trainable:
                 fsdp.copy_into(param, saved[n])  # a DTensor takes its own shard
@@ -544,20 +531,8 @@ class HfTrainingClient:
         trainable = lm.trainable()
         names = [n for n, _ in trainable]
         saved = ckpt["weights"]
-        if set(saved) != set(names):
-            missing = sorted(set(names) - set(saved))[:3]
-            extra = sorted(set(saved) - set(names))[:3]
-            raise CheckpointError(
-                f"checkpoint {directory} does not fit this model "
-                f"(missing {missing}, unexpected {extra}); was it saved with another ModelSpec?"
-            )
         # Check everything before touching the model, so a bad checkpoint changes nothing.
-        for n, param in trainable:
-            if saved[n].shape != param.shape:
-                raise CheckpointError(
-                    f"checkpoint {directory}: {n} has shape {tuple(saved[n].shape)}, "
-                    f"model has {tuple(param.shape)}"
-                )
+        _check_fits(directory, trainable, saved)
         opt_js = ckpt["optimizer"]
         opt_state = None
         if opt_js.get("hparams") is not None:
@@ -688,3 +663,23 @@ def _numel(p: torch.Tensor) -> int:
     if shape is not None:
         return int(math.prod(shape))
     return int(p.numel())
+
+
+def _check_fits(
+    directory: Path, trainable: Sequence[tuple[str, Any]], saved: dict[str, Any]
+) -> None:
+    """Raise ``CheckpointError`` unless ``saved`` has exactly the trainable names and shapes."""
+    names = [n for n, _ in trainable]
+    if set(saved) != set(names):
+        missing = sorted(set(names) - set(saved))[:3]
+        extra = sorted(set(saved) - set(names))[:3]
+        raise CheckpointError(
+            f"checkpoint {directory} does not fit this model "
+            f"(missing {missing}, unexpected {extra}); was it saved with another ModelSpec?"
+        )
+    for n, param in trainable:
+        if saved[n].shape != param.shape:
+            raise CheckpointError(
+                f"checkpoint {directory}: {n} has shape {tuple(saved[n].shape)}, "
+                f"model has {tuple(param.shape)}"
+            )
