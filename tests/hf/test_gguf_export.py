@@ -152,3 +152,80 @@ def test_q8_0_of_a_qlora_base_needs_merging_first(tmp_path: Path) -> None:
     bad = ModelSpec(config={"model_type": "gpt2"}, mode="full")
     with pytest.raises(UsageError, match="unsupported architecture model_type 'gpt2'"):
         _check_gguf_request(bad, tmp_path, ["f16"], merged=False)
+
+
+def _llama_cpp_forward(t: dict[str, np.ndarray], cfg: dict, ids: list[int]) -> np.ndarray:
+    """A reference Llama forward over the GGUF tensors with llama.cpp's conventions
+    (interleaved-pair rotary embedding on the permuted q/k rows), in numpy."""
+    n_head, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    d = cfg["hidden_size"] // n_head
+    eps, base = cfg.get("rms_norm_eps", 1e-6), cfg.get("rope_theta", 10000.0)
+
+    def norm(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
+
+    def rope(x: np.ndarray) -> np.ndarray:  # x: (T, heads, d); pairs (2i, 2i+1)
+        pos = np.arange(x.shape[0])[:, None]
+        ang = pos * base ** (-np.arange(0, d, 2) / d)[None, :]
+        cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        a, b = x[..., 0::2], x[..., 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2], out[..., 1::2] = a * cos - b * sin, a * sin + b * cos
+        return out
+
+    x = t["token_embd.weight"][ids].astype(np.float64)
+    n = len(ids)
+    mask = np.triu(np.full((n, n), -np.inf), 1)
+    for i in range(cfg["num_hidden_layers"]):
+        h = norm(x, t[f"blk.{i}.attn_norm.weight"])
+        q = rope((h @ t[f"blk.{i}.attn_q.weight"].T).reshape(n, n_head, d))
+        k = rope((h @ t[f"blk.{i}.attn_k.weight"].T).reshape(n, n_kv, d))
+        v = (h @ t[f"blk.{i}.attn_v.weight"].T).reshape(n, n_kv, d)
+        rep = n_head // n_kv
+        k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
+        att = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(d) + mask
+        att = np.exp(att - att.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        o = np.einsum("hqk,khd->qhd", att, v).reshape(n, -1)
+        x = x + o @ t[f"blk.{i}.attn_output.weight"].T
+        h = norm(x, t[f"blk.{i}.ffn_norm.weight"])
+        g = h @ t[f"blk.{i}.ffn_gate.weight"].T
+        x = (
+            x
+            + ((g / (1 + np.exp(-g))) * (h @ t[f"blk.{i}.ffn_up.weight"].T))
+            @ t[f"blk.{i}.ffn_down.weight"].T
+        )
+    head = t.get("output.weight", t["token_embd.weight"])
+    return norm(x, t["output_norm.weight"]) @ head.T
+
+
+def test_gguf_tensors_in_llama_cpp_layout_reproduce_the_model_logits(
+    lora_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The q/k permutation is right for llama.cpp's rotary layout: a forward pass with
+    llama.cpp's conventions over the F16 file's tensors gives the merged model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    rc, _, stderr = kitchen(
+        capsys, "export", str(lora_run), "--out", str(tmp_path), "--merged", "--gguf", "f16"
+    )
+    assert rc == 0, stderr
+    merged = tmp_path / "merged"
+    cfg = json.loads((merged / "config.json").read_text())
+    tensors = {
+        k: v.astype(np.float64) for k, v in _read(tmp_path / "gguf" / "model-f16.gguf").items()
+    }
+    ids = [1, 17, 42, 99, 7, 250, 3, 64, 128, 5]
+    model = AutoModelForCausalLM.from_pretrained(str(merged)).eval()
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+    got = _llama_cpp_forward(tensors, cfg, ids)
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err < 2e-2, err  # F16 weights; a wrong permutation is off by O(1)
+    # and the un-permuted layout (the HF one) would not match: the check can fail
+    wrong = dict(tensors)
+    n_head = cfg["num_attention_heads"]
+    for i in range(cfg["num_hidden_layers"]):
+        wrong[f"blk.{i}.attn_q.weight"] = _unpermute(tensors[f"blk.{i}.attn_q.weight"], n_head)
+    bad = np.abs(_llama_cpp_forward(wrong, cfg, ids) - want).max() / np.abs(want).max()
+    assert bad > 10 * err
