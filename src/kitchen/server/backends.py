@@ -200,6 +200,22 @@ class HfBackend(_BaseBackend):
             return self._shared
 
     def sampling_for_base(self, base_model: str, state_dir: Path) -> SamplingClient:
+        shared = self.shared_base(self._spec(None, 0))
+        if shared is not None:
+            # The shared base itself ("__base__" rows in the mixed-adapter batch): no copy.
+            self.check_model(base_model)
+            from kitchen.adapters.hf.adapter_sampling import SharedAdapterSamplingClient
+            from kitchen.adapters.hf.shared_base import BASE
+
+            base: SamplingClient = SharedAdapterSamplingClient(
+                shared,
+                BASE,
+                name="base",
+                seed=0,
+                tokenizer=self.tokenizer(),
+                logprob_chunk_size=shared.spec.logprob_chunk_size,
+            )
+            return base
         client = self.create_training(
             base_model=base_model, lora_rank=None, seed=0, state_dir=state_dir
         )

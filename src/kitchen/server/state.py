@@ -247,8 +247,16 @@ class ServerState:
                 entry = self.models.pop(mid, None)
                 if entry is not None:
                     self._close_entry(entry)
-            for sid in s.samplers:
-                self.samplers.pop(sid, None)
+            samplers = [self.samplers.pop(sid, None) for sid in s.samplers]
+        # Outside the lock: a shared base's sampler frees its adapter, a private one its
+        # thread (which may first finish its queued requests).
+        closes = [getattr(e.client, "close", None) for e in samplers if e is not None]
+        if any(c is not None for c in closes):
+            threading.Thread(
+                target=lambda: [c() for c in closes if c is not None],
+                name="kitchen-close-samplers",
+                daemon=True,
+            ).start()
 
     def _close_entry(self, entry: ModelEntry) -> None:
         with entry.lock:

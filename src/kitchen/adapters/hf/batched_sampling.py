@@ -46,6 +46,10 @@ class _Request:
     stop_strs: tuple[str, ...]
     prompt_logprobs: bool
     future: KFuture[SampleResponse] = field(default_factory=KFuture)
+    #: The peft adapter its rows decode with (a mixed-adapter batch), or None: the model's own.
+    adapter: str | None = None
+    #: The client whose tokenizer checks its string stops (None: the decoding client).
+    owner: Any = None
 
     @property
     def max_tokens(self) -> int:
@@ -82,6 +86,9 @@ class BatchedHfSamplingClient(HfSamplingClient):
         req = _Request(
             *self._request(prompt, num_samples, sampling_params, include_prompt_logprobs)
         )
+        return self._enqueue(req)
+
+    def _enqueue(self, req: _Request) -> KFuture[SampleResponse]:
         with self._pending_lock:
             self._pending.append(req)
             start = not self._draining
@@ -121,6 +128,11 @@ class BatchedHfSamplingClient(HfSamplingClient):
                 for req, res in zip(batch, results, strict=True):
                     req.future.set_result(res)
 
+    def _prompt_logprobs_for(self, model: Any, req: _Request) -> list[float | None]:
+        """Prompt logprobs of one request (unpadded, through the chunked head like alone)."""
+        prompt = torch.tensor(req.tokens, dtype=torch.long, device=_device(model))
+        return _prefix_logprobs(model, prompt, self._chunk)
+
     def _decode(self, reqs: list[_Request]) -> list[SampleResponse]:
         model = self._get()
         device = _device(model)
@@ -132,6 +144,11 @@ class BatchedHfSamplingClient(HfSamplingClient):
         n_rows = len(owner)
         ids = torch.zeros((n_rows, width), dtype=torch.long, device=device)
         mask = torch.zeros((n_rows, width), dtype=torch.long, device=device)
+        # A mixed-adapter batch: peft applies each row's adapter ("__base__": none).
+        extra: dict[str, Any] = {}
+        if any(r.adapter is not None for r in reqs):
+            extra["adapter_names"] = [reqs[i].adapter or "__base__" for i in owner]
+        stoppers = [r.owner or self for r in reqs]
         for row, i in enumerate(owner):
             toks = reqs[i].tokens
             ids[row, width - len(toks) :] = torch.tensor(toks, device=device)
@@ -153,14 +170,13 @@ class BatchedHfSamplingClient(HfSamplingClient):
         prompt_lps: list[list[float | None] | None] = [None] * len(reqs)
         with torch.no_grad():
             for i, r in enumerate(reqs):
-                if r.prompt_logprobs:  # unpadded, through the chunked head like alone
-                    prompt = torch.tensor(r.tokens, dtype=torch.long, device=device)
-                    prompt_lps[i] = _prefix_logprobs(model, prompt, self._chunk)
+                if r.prompt_logprobs:
+                    prompt_lps[i] = self._prompt_logprobs_for(model, r)
             cache = _new_cache(model)
             kwargs = _cache_kwargs(model, cache)
             if "logits_to_keep" in _forward_params(model):
                 kwargs["logits_to_keep"] = 1
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs, **extra)
             logits = out.logits[:, -1, :].float()
             step = 0
             while not all(finished):
@@ -185,7 +201,9 @@ class BatchedHfSamplingClient(HfSamplingClient):
                         if (
                             tok in eos
                             or tok in r.stop_ids
-                            or (r.stop_strs and self._hit_stop(out_tokens[row], r.stop_strs))
+                            or (
+                                r.stop_strs and stoppers[i]._hit_stop(out_tokens[row], r.stop_strs)
+                            )
                         ):
                             stopped[row] = True
                     rows = range(starts[i], starts[i] + r.n)
@@ -202,6 +220,7 @@ class BatchedHfSamplingClient(HfSamplingClient):
                     attention_mask=mask,
                     position_ids=pos,
                     **_cache_kwargs(model, cache),
+                    **extra,
                 )
                 logits = out.logits[:, -1, :].float()
         results = []

@@ -11,10 +11,28 @@ its parameters get gradients, and a tenant's LoRA init uses its own seed.
 Parameter names a tenant reports (checkpoints, ``trainable()``) use peft's ``default``
 adapter name, so its checkpoints load into any other tenant or a standalone client.
 Full fine-tuning and QLoRA clients are not shared: each keeps its own model.
+
+Samplers live on the same base. A tenant's sampler (``save_weights_and_get_sampling_client``)
+is a frozen copy of its adapter as of the call, added as another named adapter
+(``sampler<N>``); the base model's sampler uses peft's ``"__base__"`` (no adapter). No sampler
+holds a model of its own: every one of them hands its requests to the base's one
+:attr:`SharedBase.batcher`, which decodes concurrent requests of all adapters in one padded
+batch (peft's mixed-adapter forward, ``adapter_names=[...]`` per row;
+:mod:`kitchen.adapters.hf.adapter_sampling`).
+
+Why nothing races: training and sampling both run on :attr:`SharedBase.worker`, one thread.
+Sharing that thread is required, not a convenience: peft's mixed-adapter forward works by
+registering forward pre-hooks on every LoRA layer of the shared model for the duration of
+the call (a concurrent training forward would pick up the sampler's ``adapter_names``) and
+refuses a model in training mode; ``set_adapter`` also flips ``requires_grad`` model-wide.
+So a decode step and a training step never overlap; a batch of samples is one job between
+training jobs, and every training job activates its own adapter first, whatever a sampling
+job left active.
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 import threading
 import warnings
@@ -28,6 +46,10 @@ from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_base, pl
 from kitchen.ports.futures import SerialWorker
 
 DEFAULT = "default"
+#: peft's name for "no adapter" in a mixed-adapter batch: the base model's rows.
+BASE = "__base__"
+#: Adapters holding a sampler's frozen weights are named ``sampler<N>``.
+SAMPLER_PREFIX = "sampler"
 
 
 def canonical(name: str, adapter: str) -> str:
@@ -65,16 +87,45 @@ class SharedBase:
         self._vocab = 0
         self._count = 0
         self._lock = threading.Lock()
+        self._batcher: Any = None
 
     @property
     def tenants(self) -> list[str]:
-        """Adapters currently held (worker thread only)."""
-        return [a for a in (self._peft.peft_config if self._peft else {}) if a != DEFAULT]
+        """Training adapters currently held (worker thread only)."""
+        return [
+            a
+            for a in (self._peft.peft_config if self._peft else {})
+            if a != DEFAULT and not a.startswith(SAMPLER_PREFIX)
+        ]
 
-    def new_name(self) -> str:
+    @property
+    def samplers(self) -> list[str]:
+        """Sampler adapters currently held (worker thread only)."""
+        return [a for a in (self._peft.peft_config if self._peft else {}) if a.startswith(SAMPLER_PREFIX)]
+
+    def new_name(self, prefix: str = "tenant") -> str:
         with self._lock:
             self._count += 1
-            return f"tenant{self._count}"
+            return f"{prefix}{self._count}"
+
+    @property
+    def batcher(self) -> Any:
+        """The one batcher that decodes every sampler's requests on this base."""
+        with self._lock:
+            if self._batcher is None:
+                from kitchen.adapters.hf.adapter_sampling import MixedAdapterBatcher
+
+                self._batcher = MixedAdapterBatcher(self)
+            return self._batcher
+
+    @property
+    def peft(self) -> Any:
+        """The shared peft model, loaded on first use (worker thread only). Loading it
+        before any tenant exists (a base-model sampler) adds an unused ``default``
+        adapter, since peft needs one."""
+        if self._peft is None:
+            self.add(DEFAULT, self.spec)
+        return self._peft
 
     def _lora_config(self, spec: ModelSpec) -> Any:
         from peft import LoraConfig
@@ -115,13 +166,40 @@ class SharedBase:
         if self._peft.active_adapter != name:
             self._peft.set_adapter(name)
 
+    def snapshot(self, source: str) -> str:
+        """Add a frozen copy of adapter ``source``'s weights as they are now, as a new
+        sampler adapter, and return its name (worker thread only). The base is not copied."""
+        name = self.new_name(SAMPLER_PREFIX)
+        peft = self._peft
+        cfg = copy.deepcopy(peft.peft_config[source])
+        with warnings.catch_warnings(), seeded(0, self.device):
+            # add_adapter initialises (randomly) weights that are overwritten below; the
+            # seeded block gives training its RNG state back untouched.
+            warnings.simplefilter("ignore", FutureWarning)
+            peft.add_adapter(name, cfg)
+        params = dict(peft.named_parameters())
+        src, dst = f".{source}.", f".{name}."
+        with torch.no_grad():
+            for n, p in params.items():
+                if src in n:
+                    params[n.replace(src, dst)].copy_(p)
+        for n, p in params.items():
+            if dst in n:
+                p.requires_grad_(False)
+        return name
+
     def remove(self, name: str) -> None:
         """Drop a tenant's adapter weights (worker thread only). The last adapter stays
         in place, unused, because peft needs one; it is replaced by the next tenant."""
         if self._peft is None or name not in self._peft.peft_config:
             return
         if len(self._peft.peft_config) > 1:
-            self._peft.delete_adapter(name)
+            active = self._peft.active_adapter
+            with warnings.catch_warnings():  # "was active, now deleted": reactivated below
+                warnings.simplefilter("ignore", UserWarning)
+                self._peft.delete_adapter(name)
+            if active != name and active in self._peft.peft_config:
+                self.activate(active)
 
     def save_adapter(self, name: str, directory: Path) -> None:
         """Write tenant ``name``'s adapter as a standalone peft adapter directory."""

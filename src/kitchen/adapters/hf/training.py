@@ -590,7 +590,23 @@ class HfTrainingClient:
 
         The snapshot is taken on the training worker after every call already submitted, so
         the returned client is usable at once while training goes on; ``name`` only labels it.
+        A tenant of a shared base gets a frozen copy of its adapter on that base instead of
+        a model copy: its requests decode in one batch with every other sampler of the base
+        (:mod:`kitchen.adapters.hf.adapter_sampling`).
         """
+        if self._shared is not None:
+            from kitchen.adapters.hf.adapter_sampling import SharedAdapterSamplingClient
+
+            shared = self._shared
+            adapter = self._worker.submit(lambda: shared.snapshot(self._tenant_adapter()))
+            return SharedAdapterSamplingClient(
+                shared,
+                adapter,
+                name=name,
+                seed=self.spec.seed,
+                tokenizer=self._tokenizer,
+                logprob_chunk_size=self.spec.logprob_chunk_size,
+            )
         snap = self._worker.submit(self._snapshot)
         return self._sampler_class(
             snap,
