@@ -13,6 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+import torch
+
 from kitchen.adapters.hf.adapter_sampling import SharedAdapterSamplingClient
 from kitchen.adapters.hf.sampling import HfSamplingClient
 from kitchen.ports.types import AdamParams, ModelInput, SamplingParams
@@ -45,7 +47,9 @@ def _sessions(tmp_path: Path) -> tuple[HfBackend, dict[int, Any], dict[str, Any]
     """Two trained sessions on one backend, a sampler of each, and the base sampler."""
     backend = HfBackend(dict(SPEC), NAME)
     clients = {
-        s: backend.create_training(base_model=NAME, lora_rank=4, seed=s, state_dir=tmp_path / f"{s}")
+        s: backend.create_training(
+            base_model=NAME, lora_rank=4, seed=s, state_dir=tmp_path / f"{s}"
+        )
         for s in (1, 2)
     }
     for s, c in clients.items():
@@ -97,15 +101,18 @@ def test_samplers_are_adapters_on_the_base_and_mixed_batches_match_alone(
     gate.set()
     together = {k: _tokens(f.result(T)) for k, f in futures.items()}
     assert shared.batcher.batches == batches_before + 1  # one mixed batch of 3 adapters
-    assert shared.batcher.last_adapters == {"__base__", *(samplers[w].adapter for w in ("s1", "s2"))}
+    assert shared.batcher.last_adapters == {
+        "__base__",
+        *(samplers[w].adapter for w in ("s1", "s2")),
+    }
     assert together == alone
 
     # A snapshot is frozen: training on after it leaves the sampler's tokens unchanged.
     _train(clients[1], 7, steps=1)
     p, n, sp = REQUESTS[0]
-    assert _tokens(samplers["s1"].sample(ModelInput.from_ints(p), n, sp).result(T)) == alone[
-        ("s1", 0)
-    ]
+    assert (
+        _tokens(samplers["s1"].sample(ModelInput.from_ints(p), n, sp).result(T)) == alone[("s1", 0)]
+    )
     for s in samplers.values():
         s.close()
     assert shared.worker.submit(lambda: shared.samplers).result(T) == []
@@ -119,7 +126,10 @@ def test_shared_sampler_matches_a_standalone_model_of_the_saved_weights(tmp_path
     backend = HfBackend(dict(SPEC), NAME)
     client = backend.create_training(base_model=NAME, lora_rank=4, seed=3, state_dir=tmp_path)
     _train(client, 3)
+    rng = torch.random.get_rng_state()
     live = client.save_weights_and_get_sampling_client("live")
+    assert live.adapter.startswith("sampler")  # waits for the snapshot on the worker
+    assert torch.equal(torch.random.get_rng_state(), rng)  # a snapshot draws no randomness
     saved = client.save_weights_for_sampler("w").result(T).path
     alone = HfSamplingClient.from_weights(saved)
     prompt = ModelInput.from_ints([3, 4, 5, 6])

@@ -140,10 +140,9 @@ class SharedAdapterSamplingClient(HfSamplingClient):
         requests of every sampler on this base."""
         self._check_open()
         req = _Request(
-            *self._request(prompt, num_samples, sampling_params, include_prompt_logprobs),
-            adapter=self.adapter,
-            owner=self,
+            *self._request(prompt, num_samples, sampling_params, include_prompt_logprobs)
         )
+        req.adapter, req.owner = self.adapter, self
         batcher: MixedAdapterBatcher = self._shared.batcher
         return batcher.submit(req)
 

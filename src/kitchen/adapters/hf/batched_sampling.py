@@ -201,9 +201,7 @@ class BatchedHfSamplingClient(HfSamplingClient):
                         if (
                             tok in eos
                             or tok in r.stop_ids
-                            or (
-                                r.stop_strs and stoppers[i]._hit_stop(out_tokens[row], r.stop_strs)
-                            )
+                            or (r.stop_strs and stoppers[i]._hit_stop(out_tokens[row], r.stop_strs))
                         ):
                             stopped[row] = True
                     rows = range(starts[i], starts[i] + r.n)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,11 +193,17 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+#: torch's global RNG is process-wide: seeded blocks on different threads (a sampler loading
+#: a from-config base while a shared base adds an adapter) must not interleave.
+_SEEDED_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch inside the block and give the caller's global RNG state back afterwards."""
+    """Seed torch inside the block and give the caller's global RNG state back afterwards
+    (one block at a time across threads)."""
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with _SEEDED_LOCK, torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
 

@@ -101,7 +101,11 @@ class SharedBase:
     @property
     def samplers(self) -> list[str]:
         """Sampler adapters currently held (worker thread only)."""
-        return [a for a in (self._peft.peft_config if self._peft else {}) if a.startswith(SAMPLER_PREFIX)]
+        return [
+            a
+            for a in (self._peft.peft_config if self._peft else {})
+            if a.startswith(SAMPLER_PREFIX)
+        ]
 
     def new_name(self, prefix: str = "tenant") -> str:
         with self._lock:
@@ -172,9 +176,11 @@ class SharedBase:
         name = self.new_name(SAMPLER_PREFIX)
         peft = self._peft
         cfg = copy.deepcopy(peft.peft_config[source])
+        # add_adapter initialises weights (overwritten below) from torch's global RNG; the
+        # seeded block gives the RNG back untouched and keeps other threads' seeded loads
+        # from interleaving. (peft's low_cpu_mem_usage would skip the init, but it patches
+        # nn.Module process-wide, which breaks a model loading on another thread.)
         with warnings.catch_warnings(), seeded(0, self.device):
-            # add_adapter initialises (randomly) weights that are overwritten below; the
-            # seeded block gives training its RNG state back untouched.
             warnings.simplefilter("ignore", FutureWarning)
             peft.add_adapter(name, cfg)
         params = dict(peft.named_parameters())
