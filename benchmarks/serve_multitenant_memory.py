@@ -1,12 +1,17 @@
-"""Resident memory of ``kitchen serve`` with 1 vs 4 concurrent LoRA training sessions.
+"""Resident memory of ``kitchen serve`` with 1 vs 4 concurrent LoRA sessions, each with a
+sampler, and the samples/s of requests from all four sessions' samplers at once.
 
 Starts the server twice on the same from-config Llama (hf backend): once with the base
-model shared by every LoRA session (the default) and once with ``"share_base": false``
-(every session its own copy, the behaviour before multi-tenancy). For each it opens one
-SDK session (LoRA client, one forward_backward + optim_step), reads the server's RSS,
-opens three more sessions doing the same, reads RSS again. Prints a table and::
+model shared by every LoRA session and sampler (the default) and once with
+``"share_base": false`` (every session and sampler its own copy, the behaviour before
+multi-tenancy). For each it opens one SDK session (LoRA client, one forward_backward +
+optim_step, ``save_weights_and_get_sampling_client`` and one sample), reads the server's
+RSS, opens three more sessions doing the same, reads RSS again. Then every session's
+sampler sends ``--requests`` requests at once (``--tokens`` tokens each) and the wall time
+gives samples/s (on a shared base they decode in one mixed-adapter batch). Prints tables
+and::
 
-    RESULT shared_4_vs_1=<ratio> unshared_4_vs_1=<ratio>
+    RESULT shared_4_vs_1=<ratio> unshared_4_vs_1=<ratio> shared_vs_unshared_samples_per_s=<ratio>
 
 Target: shared_4_vs_1 <= 1.25. Usage::
 
@@ -21,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +42,7 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def session(url: str, token: str, model: str, seed: int) -> tuple[Any, Any]:
+def session(url: str, token: str, model: str, seed: int) -> tuple[Any, Any, Any]:
     import tinker
     from tinker import types
 
@@ -49,10 +55,33 @@ def session(url: str, token: str, model: str, seed: int) -> tuple[Any, Any]:
     )
     tc.forward_backward([datum] * 4, "cross_entropy").result(600)
     tc.optim_step(types.AdamParams(learning_rate=1e-4)).result(600)
-    return sc, tc
+    sampler = tc.save_weights_and_get_sampling_client(f"s{seed}")
+    sampler = sampler.result(600) if hasattr(sampler, "result") else sampler
+    prompt = types.ModelInput.from_ints(toks[:8])
+    sampler.sample(prompt, 1, types.SamplingParams(max_tokens=4, seed=seed)).result(600)
+    return sc, tc, sampler
 
 
-def measure(spec: dict[str, Any], share: bool) -> tuple[float, float, float]:
+def burst(samplers: list[Any], requests: int, tokens: int) -> float:
+    """Samples/s of ``requests`` requests per sampler, all in flight at once."""
+    from tinker import types
+
+    def one(args: tuple[Any, int]) -> int:
+        sampler, k = args
+        prompt = types.ModelInput.from_ints([(k * 13 + i) % 500 + 10 for i in range(8 + k % 5)])
+        params = types.SamplingParams(max_tokens=tokens, seed=k, temperature=1.0)
+        return len(sampler.sample(prompt, 1, params).result(600).sequences)
+
+    jobs = [(s, i * requests + k) for i, s in enumerate(samplers) for k in range(requests)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        t0 = time.perf_counter()
+        done = sum(pool.map(one, jobs))
+        return done / (time.perf_counter() - t0)
+
+
+def measure(
+    spec: dict[str, Any], share: bool, requests: int, tokens: int
+) -> tuple[float, float, float, float]:
     from tests.remote.server import TOKEN, Server
 
     name = "bench-mt"
@@ -68,9 +97,12 @@ def measure(spec: dict[str, Any], share: bool) -> tuple[float, float, float]:
         held += [session(srv.url, TOKEN, name, s) for s in (2, 3, 4)]
         time.sleep(1)
         four = rss_mb(pid)
-        for sc, _ in held:
+        samplers = [h[2] for h in held]
+        burst(samplers, 1, 2)  # warm-up
+        rate = burst(samplers, requests, tokens)
+        for sc, _, _ in held:
             sc.close("success").result(60)
-    return idle, one, four
+    return idle, one, four, rate
 
 
 def main() -> None:
@@ -78,6 +110,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=768)
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--requests", type=int, default=8, help="concurrent requests per sampler")
+    ap.add_argument("--tokens", type=int, default=16, help="tokens per request")
     a = ap.parse_args()
     spec = {
         "config": {
@@ -94,14 +128,20 @@ def main() -> None:
     }
     rows = {}
     for share in (True, False):
-        rows[share] = measure(spec, share)
-    print("| mode | idle RSS MB | 1 session MB | 4 sessions MB | 4 / 1 |")
-    print("|---|---|---|---|---|")
-    for share, (idle, one, four) in rows.items():
+        rows[share] = measure(spec, share, a.requests, a.tokens)
+    print(
+        "| mode | idle RSS MB | 1 session + sampler MB | 4 sessions + samplers MB | 4 / 1 "
+        f"| samples/s, 4 samplers x {a.requests} requests x {a.tokens} tokens |"
+    )
+    print("|---|---|---|---|---|---|")
+    for share, (idle, one, four, rate) in rows.items():
         label = "shared base" if share else "own copy each"
-        print(f"| {label} | {idle:.0f} | {one:.0f} | {four:.0f} | {four / one:.3f} |")
+        print(f"| {label} | {idle:.0f} | {one:.0f} | {four:.0f} | {four / one:.3f} | {rate:.1f} |")
     s, u = rows[True], rows[False]
-    print(f"RESULT shared_4_vs_1={s[2] / s[1]:.3f} unshared_4_vs_1={u[2] / u[1]:.3f}")
+    print(
+        f"RESULT shared_4_vs_1={s[2] / s[1]:.3f} unshared_4_vs_1={u[2] / u[1]:.3f} "
+        f"shared_vs_unshared_samples_per_s={s[3] / u[3]:.2f}"
+    )
 
 
 if __name__ == "__main__":
