@@ -311,16 +311,12 @@ def _from_source(spec: ModelSpec, place: Placement) -> Any:
         ) from exc
 
 
-def _apply_mode(model: Any, spec: ModelSpec) -> Any:
-    if spec.mode == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        if spec.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        return model
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def lora_config(spec: ModelSpec) -> Any:
+    """The peft ``LoraConfig`` of ``spec.lora`` (one definition for standalone clients and
+    the server's shared-base tenants, so both initialise and train the same adapter)."""
+    from peft import LoraConfig
 
-    cfg = LoraConfig(
+    return LoraConfig(
         r=spec.lora.rank,
         lora_alpha=spec.lora.alpha,
         lora_dropout=spec.lora.dropout,
@@ -328,6 +324,18 @@ def _apply_mode(model: Any, spec: ModelSpec) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def _apply_mode(model: Any, spec: ModelSpec) -> Any:
+    if spec.mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if spec.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        return model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    cfg = lora_config(spec)
     with warnings.catch_warnings():
         # peft calls a transformers API deprecated in v5; nothing for users to act on.
         warnings.simplefilter("ignore", FutureWarning)

@@ -42,7 +42,14 @@ from typing import Any
 
 import torch
 
-from kitchen.adapters.hf.model_spec import LoadedModel, ModelSpec, load_base, placement, seeded
+from kitchen.adapters.hf.model_spec import (
+    LoadedModel,
+    ModelSpec,
+    load_base,
+    lora_config,
+    placement,
+    seeded,
+)
 from kitchen.ports.futures import SerialWorker
 
 DEFAULT = "default"
@@ -131,24 +138,12 @@ class SharedBase:
             self.add(DEFAULT, self.spec)
         return self._peft
 
-    def _lora_config(self, spec: ModelSpec) -> Any:
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=spec.lora.rank,
-            lora_alpha=spec.lora.alpha,
-            lora_dropout=spec.lora.dropout,
-            target_modules=spec.lora.target_modules,
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-
     def add(self, name: str, spec: ModelSpec) -> TenantModel:
         """Create adapter ``name`` (initialised from ``spec.seed`` exactly as a standalone
         client's) and return the tenant's view. Worker thread only."""
         from peft import get_peft_model
 
-        cfg = self._lora_config(spec)
+        cfg = lora_config(spec)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             if self._peft is None:
