@@ -15,6 +15,7 @@ docstring of :mod:`kitchen.adapters.hf.shared_base` says why that is required).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -77,15 +78,24 @@ class MixedAdapterBatcher(BatchedHfSamplingClient):
                 return live
 
     def _prompt_logprobs_for(self, model: Any, req: _Request) -> list[float | None]:
-        with using(self._shared, req.adapter or BASE):
+        if req.adapter is None:  # a one-adapter batch: already inside using()
+            return super()._prompt_logprobs_for(model, req)
+        with using(self._shared, req.adapter):
             return super()._prompt_logprobs_for(model, req)
 
     def _decode(self, reqs: list[_Request]) -> list[SampleResponse]:
+        adapters = {r.adapter or BASE for r in reqs}
+        self.batches += 1
+        self.last_adapters = adapters
+        if len(adapters) == 1:
+            # One adapter (an RL step's requests to one sampler): activate it and run the
+            # plain forward, which skips peft's per-layer mixed-batch indexing.
+            plain = [dataclasses.replace(r, adapter=None) for r in reqs]
+            with using(self._shared, adapters.pop()):
+                return super()._decode(plain)
         peft = self._shared.peft
         was_training = peft.training
         peft.eval()  # peft refuses adapter_names in training mode; no dropout either
-        self.batches += 1
-        self.last_adapters = {r.adapter or BASE for r in reqs}
         try:
             return super()._decode(reqs)
         finally:
