@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kitchen.config import load_yaml
 from kitchen.errors import UsageError
+from kitchen.io import read_text_bounded
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "pipeline.yaml"
@@ -196,14 +197,13 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def load_config(path: str | Path | None = None) -> PipelineConfig:
     """Read and validate ``path`` (default: the shipped ``pipeline.yaml``)."""
     file = Path(path) if path is not None else DEFAULT_CONFIG
+    # kitchen's own bounded readers: a regular UTF-8 file of bounded size, YAML with
+    # aliases, nesting and duplicate keys checked (the same rules as `kitchen run X.yaml`).
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"{file}: cannot read the pipeline config ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{file}:{where} is not valid YAML") from None
+        text = read_text_bounded(file, what="file")
+    except UsageError as exc:
+        raise UsageError(f"cannot read the pipeline config: {exc}") from None
+    data = load_yaml(text, f"pipeline config {file}")
     if not isinstance(data, dict):
         raise UsageError(f"{file}: the pipeline config must be a mapping of sections")
     try:
